@@ -1,0 +1,34 @@
+"""gaussquant: image tokenizers the Gaussian Quant way (arXiv 2512.06609).
+
+Train a Gaussian VAE whose per-group KL is held at log2 K bits (TDC), then convert it, with no training,
+into a VQ-VAE by searching a fixed random Gaussian codebook of size K.
+
+The public names below are imported lazily so that ``import gaussquant`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "BottleneckOutput": "gaussquant.quantizers.base",
+    "DiagonalGaussian": "gaussquant.quantizers.posterior",
+    "gaussian_codebook": "gaussquant.quantizers.codebooks",
+    "codebook_fingerprint": "gaussquant.quantizers.codebooks",
+    "gq_search": "gaussquant.quantizers.search",
+    "GaussianBottleneck": "gaussquant.quantizers.gaussian",
+    "RateController": "gaussquant.quantizers.gaussian",
+    "GaussianQuantizer": "gaussquant.quantizers.gaussian_quant",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'gaussquant' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Benchmarks that are also runnable as ``gaussquant bench NAME``."""

@@ -1,0 +1,1 @@
+"""Image datasets: user folders, the bundled default photos, Fashion-MNIST."""

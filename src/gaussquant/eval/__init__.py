@@ -1,0 +1,1 @@
+"""Evaluation: streaming metrics, codebook statistics, reports and plots."""

@@ -1,0 +1,1 @@
+"""Reconstruction, perceptual and adversarial losses, and the objective that weights them."""

@@ -1,0 +1,1 @@
+"""Encoders, decoders, the Autoencoder and the PatchGAN discriminator."""

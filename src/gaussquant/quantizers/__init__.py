@@ -1,0 +1,1 @@
+"""Bottlenecks: the Gaussian VAE bottleneck with TDC, Gaussian Quant, and the baselines."""

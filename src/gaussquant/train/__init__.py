@@ -1,0 +1,1 @@
+"""Training: configs, trainer, optimisation, checkpoints, EMA and distributed helpers."""
