@@ -1,0 +1,160 @@
+"""A deterministic, rank-sharded sampler that resumes at the exact next sample, and the loader builder.
+
+Issue 5 ("Data": "a deterministic sampler that resumes where it stopped"; "Checkpoints": sampler
+position saved). Epoch ``e``'s order is a permutation drawn from a local generator seeded by
+``(seed, e)``, so it depends on nothing else. The global order is padded (by wrapping around) or
+truncated (``drop_last``) to a multiple of ``world_size`` and rank ``r`` takes items ``r, r + W, ...``
+(the DistributedSampler convention), so every rank has the same number of batches.
+
+The state ``(epoch, position)`` counts the samples this rank has *handed out*; when a
+:class:`~torch.utils.data.DataLoader` prefetches, the trainer must save the position of what it has
+*consumed*: pass ``consumed=`` (samples used by optimiser steps of this rank in this epoch) to
+:meth:`ResumableSampler.state_dict`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from gaussquant.data.transforms import item_generator
+
+
+class ResumableSampler(Sampler[int]):
+    """Per-epoch permutation (or identity), sharded per rank, resumable mid-epoch.
+
+    Args:
+        dataset_len: number of items in the dataset.
+        seed: permutation seed.
+        shuffle: permute each epoch (``False``: 0, 1, 2, ... in order, e.g. for evaluation).
+        rank, world_size: this process' shard.
+        drop_last: drop the tail so that all ranks get distinct items (``True``), or pad by wrapping
+            around so no item is skipped (``False``; a few items are seen twice per epoch).
+    """
+
+    def __init__(
+        self,
+        dataset_len: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if dataset_len < 1:
+            raise ValueError(f"dataset_len must be >= 1, got {dataset_len}")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        if drop_last and dataset_len < world_size:
+            raise ValueError(f"drop_last with {dataset_len} items leaves nothing for {world_size} ranks")
+        self.dataset_len, self.seed, self.shuffle = int(dataset_len), int(seed), bool(shuffle)
+        self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
+        self.epoch = 0
+        self.position = 0
+
+    @property
+    def num_samples(self) -> int:
+        """Items this rank gets per epoch."""
+        if self.drop_last:
+            return self.dataset_len // self.world_size
+        return math.ceil(self.dataset_len / self.world_size)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.position
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """All indices this rank sees in ``epoch``, in order."""
+        if self.shuffle:
+            order = torch.randperm(self.dataset_len, generator=item_generator(self.seed, epoch)).tolist()
+        else:
+            order = list(range(self.dataset_len))
+        total = self.num_samples * self.world_size
+        if total > len(order):
+            order = (order * math.ceil(total / len(order)))[:total]
+        return order[:total][self.rank :: self.world_size]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its beginning (no-op on the position when it is the current epoch)."""
+        if int(epoch) != self.epoch:
+            self.epoch, self.position = int(epoch), 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices(self.epoch)
+        while self.position < len(indices):
+            index = indices[self.position]
+            self.position += 1
+            yield index
+        # epoch finished: the next iteration starts the next epoch
+        self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, int]:
+        """``{"epoch", "position", "seed", "dataset_len", "world_size"}``; ``consumed`` overrides position."""
+        position = self.position if consumed is None else int(consumed)
+        return {
+            "epoch": self.epoch,
+            "position": position,
+            "seed": self.seed,
+            "dataset_len": self.dataset_len,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue at ``(epoch, position)``; a different seed, length or world size is an error."""
+        for key in ("seed", "dataset_len", "world_size"):
+            if key in state and int(state[key]) != getattr(self, key):
+                raise ValueError(
+                    f"sampler state has {key}={state[key]} but this sampler has {getattr(self, key)}; "
+                    "resume with the same data, seed and number of processes"
+                )
+        position = int(state["position"])
+        if not 0 <= position <= self.num_samples:
+            raise ValueError(f"sampler position {position} outside [0, {self.num_samples}]")
+        self.epoch, self.position = int(state["epoch"]), position
+
+
+def _seed_worker(worker_id: int) -> None:
+    # why: numpy/random are not used by our datasets (they use per-item torch generators), but
+    # third-party transforms might; derive their seeds from torch's per-worker seed, never from time.
+    import random
+
+    import numpy as np
+
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(
+    dataset: Dataset,
+    sampler: Sampler[int],
+    batch_size: int,
+    num_workers: int = 0,
+    *,
+    seed: int = 0,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A DataLoader over ``sampler`` with deterministic worker seeding.
+
+    Worker ``w`` gets torch seed ``base + w`` where ``base`` comes from a local generator seeded with
+    ``seed`` (DataLoader's own scheme, made reproducible), and numpy/random seeded from it.
+    Workers are not persistent, so ``dataset.set_epoch`` takes effect at the next epoch.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        generator=torch.Generator().manual_seed(int(seed)),
+        persistent_workers=False,
+    )
