@@ -158,68 +158,103 @@ def sizing_warning(mean_kl_bits: float, codebook_size: int) -> str | None:
     )
 
 
-def histogram(values: Tensor, bin_bits: float = 0.5, max_bins: int = 40) -> tuple[list[int], list[float]]:
-    """Counts and edges of ``values``: bins of ``bin_bits`` (a multiple of it when more than ``max_bins``)."""
-    lo, hi = float(values.min()), float(values.max())
+FINE_BITS = 0.125  # streaming histogram resolution; 0.5-bit report bins are 4 fine bins
+FINE_RANGE_BITS = 256.0  # group KLs above this go to an overflow bin (reported in the last bin)
+NUM_FINE = int(FINE_RANGE_BITS / FINE_BITS)
+
+
+def fine_counts(values: Tensor) -> Tensor:
+    """int64 counts of ``values`` (bits, clamped at 0) in ``NUM_FINE`` bins of ``FINE_BITS`` + 1 overflow."""
+    bins = (values.detach().double().clamp(min=0.0) / FINE_BITS).floor().clamp(max=NUM_FINE).long()
+    return torch.bincount(bins.reshape(-1).cpu(), minlength=NUM_FINE + 1)
+
+
+def coarse_histogram(fine: Tensor, lo: float, hi: float, bin_bits: float = 0.5, max_bins: int = 40
+                     ) -> tuple[list[int], list[float]]:
+    """Merge :func:`fine_counts` into bins of ``bin_bits`` (a multiple when more than ``max_bins`` are needed)
+    spanning ``[lo, hi]``; the overflow count joins the last bin, whose edge is then ``hi``."""
     width = bin_bits
-    start = math.floor(lo / width) * width
-    bins = math.floor((hi - start) / width) + 1  # the last bin holds the maximum strictly inside
-    if bins > max_bins:
-        width *= math.ceil(bins / max_bins)
-        start = math.floor(lo / width) * width
-        bins = math.floor((hi - start) / width) + 1
-    edges = [start + i * width for i in range(bins + 1)]
-    counts = torch.histc(values.double(), bins=bins, min=edges[0], max=edges[-1])
-    return [int(c) for c in counts], edges
+    first, last = math.floor(lo / width), math.floor(min(hi, FINE_RANGE_BITS - FINE_BITS) / width)
+    if last - first + 1 > max_bins:
+        width *= math.ceil((last - first + 1) / max_bins)
+        first, last = math.floor(lo / width), math.floor(min(hi, FINE_RANGE_BITS - FINE_BITS) / width)
+    per = round(width / FINE_BITS)
+    counts = [int(fine[i * per:(i + 1) * per].sum()) for i in range(first, last + 1)]
+    counts[-1] += int(fine[(last + 1) * per:].sum())  # the overflow bin (and nothing else: hi lies in bin `last`)
+    edges = [i * width for i in range(first, last + 2)]
+    edges[-1] = max(edges[-1], hi)
+    return counts, edges
+
+
+def histogram(values: Tensor, bin_bits: float = 0.5, max_bins: int = 40) -> tuple[list[int], list[float]]:
+    """Counts and edges of ``values`` (bits) in bins of ``bin_bits`` aligned to multiples of it."""
+    return coarse_histogram(fine_counts(values), float(values.min()), float(values.max()), bin_bits, max_bins)
 
 
 class KLAccumulator:
-    """Collect grouped posterior statistics batch by batch, then summarise into a report."""
+    """Streaming group-KL statistics and predicted large-error probabilities (constant memory).
+
+    State is a few tensors (sums, counts, min, max, a 0.125-bit histogram) so that ranks of a
+    distributed evaluation can all-reduce it (:meth:`all_reduce`).
+    """
 
     def __init__(self, codebook_size: int, codebook_dim: int, grouping: str = "contiguous") -> None:
         if int(codebook_size) < 2:
             raise ValueError(f"codebook_size must be >= 2; got {codebook_size}")
         self.codebook_size, self.codebook_dim, self.grouping = int(codebook_size), int(codebook_dim), grouping
-        self.num_images = 0
-        self._kl: list[Tensor] = []  # (n, G) group KL bits, float32 (a sample: small)
-        self._p_dim_sum = 0.0
-        self._p_dim_count = 0
-        self._p_group_sum = 0.0
+        # sums (float64): images, group tokens, kl, p_dim, dims, p_group, tokens in band; per-group kl sums
+        self.sums = torch.zeros(7, dtype=torch.float64)
+        self.group_sums: Tensor | None = None
+        self.fine = torch.zeros(NUM_FINE + 1, dtype=torch.int64)
+        self.extremes = torch.tensor([math.inf, math.inf], dtype=torch.float64)  # (min, -max)
+
+    @property
+    def num_images(self) -> int:
+        return int(self.sums[0])
 
     def update(self, mean: Tensor, logvar: Tensor) -> None:
         """Add a batch of posteriors, ``(B, C, H, W)`` or ``(B, L, C)`` each (logvar clamped as section 2)."""
         from gaussquant.quantizers.posterior import DiagonalGaussian
 
         post = DiagonalGaussian(mean.detach().float(), logvar.detach().float())
-        flat = [channels_last(t).reshape(-1, mean.shape[1 if mean.dim() == 4 else -1])
-                for t in (post.mean, post.std, post.kl_bits())]
+        channels = mean.shape[1 if mean.dim() == 4 else -1]
+        flat = [channels_last(t).reshape(-1, channels) for t in (post.mean, post.std, post.kl_bits())]
         mu, std, kl = (group_dims(t, self.codebook_dim, self.grouping) for t in flat)
         p_dim, p_group = predicted_large_error(mu, std, kl, self.codebook_size)
-        self._kl.append(kl.sum(-1).cpu())
-        self._p_dim_sum += float(p_dim.sum())
-        self._p_dim_count += p_dim.numel()
-        self._p_group_sum += float(p_group.sum())
-        self.num_images += mean.shape[0]
+        group_kl = kl.double().sum(-1).cpu()  # (N, G)
+        if self.group_sums is None:
+            self.group_sums = torch.zeros(group_kl.shape[1], dtype=torch.float64)
+        self.group_sums += group_kl.sum(0)
+        self.sums += torch.tensor([mean.shape[0], group_kl.numel(), float(group_kl.sum()), float(p_dim.sum()),
+                                   p_dim.numel(), float(p_group.sum()),
+                                   float(((group_kl - math.log2(self.codebook_size)).abs() <= BAND_BITS).sum())],
+                                  dtype=torch.float64)
+        self.fine += fine_counts(group_kl)
+        self.extremes = torch.minimum(self.extremes, torch.stack([group_kl.min(), -group_kl.max()]))
+
+    def all_reduce(self) -> None:
+        """Combine the state of every rank in place (no-op without an initialised process group)."""
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or self.group_sums is None:
+            return
+        for t in (self.sums, self.group_sums, self.fine):
+            dist.all_reduce(t)
+        dist.all_reduce(self.extremes, op=dist.ReduceOp.MIN)
 
     def report(self) -> ConvertibilityReport:
-        if not self._kl:
+        if self.group_sums is None or self.sums[1] == 0:
             raise ValueError("no images were measured: the convertibility report needs at least one batch")
-        kl = torch.cat(self._kl)  # (N_tokens, G)
-        mean_kl = float(kl.double().mean())
-        counts, edges = histogram(kl.reshape(-1))
-        in_band = ((kl - math.log2(self.codebook_size)).abs() <= BAND_BITS).double().mean()
+        images, tokens, kl_sum, p_dim_sum, dims, p_group_sum, in_band = (float(v) for v in self.sums)
+        lo, hi = float(self.extremes[0]), -float(self.extremes[1])
+        mean_kl = kl_sum / tokens
+        counts, edges = coarse_histogram(self.fine, lo, hi)
         return ConvertibilityReport(
-            codebook_size=self.codebook_size, codebook_dim=self.codebook_dim, num_groups=kl.shape[1],
-            grouping=self.grouping, num_images=self.num_images, num_group_tokens=kl.numel(),
-            kl_bits_mean=mean_kl, kl_bits_min=float(kl.min()), kl_bits_max=float(kl.max()),
-            kl_bits_per_group=[float(v) for v in kl.double().mean(0)],
-            histogram_counts=counts, histogram_edges=edges, fraction_in_band=float(in_band),
-            large_error_probability=self._p_dim_sum / self._p_dim_count,
-            large_error_probability_group=self._p_group_sum / kl.numel(),
-            suggested_codebook_size=suggested_codebook_size(mean_kl),
-            warning=sizing_warning(mean_kl, self.codebook_size),
+            codebook_size=self.codebook_size, codebook_dim=self.codebook_dim, num_groups=len(self.group_sums),
+            grouping=self.grouping, num_images=int(images), num_group_tokens=int(tokens),
+            kl_bits_mean=mean_kl, kl_bits_min=lo, kl_bits_max=hi,
+            kl_bits_per_group=[float(v) / (tokens / len(self.group_sums)) for v in self.group_sums],
+            histogram_counts=counts, histogram_edges=edges, fraction_in_band=in_band / tokens,
+            large_error_probability=p_dim_sum / dims, large_error_probability_group=p_group_sum / tokens,
+            suggested_codebook_size=suggested_codebook_size(mean_kl), warning=sizing_warning(mean_kl, self.codebook_size),
         )
-
-    def kl_bits(self) -> Tensor:
-        """All collected group KLs ``(N_tokens, G)`` (for plots)."""
-        return torch.cat(self._kl) if self._kl else torch.empty(0, 0)
