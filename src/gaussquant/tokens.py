@@ -14,10 +14,13 @@ Format (``numpy.load`` opens it with ``allow_pickle=False``; every member is a p
 - ``grid``: the token grid, ``(h, w)`` or ``(L,)``; ``image_size``: ``(H, W)`` of the encoded images.
 - ``layout``: ``"channel_first"`` or ``"token_last"``; ``model_fingerprint``: 64 hex characters.
 
-The model fingerprint is the SHA-256 of the model's configuration (canonical JSON, sorted keys) followed by,
-for every entry of ``model.state_dict()`` in name order, its name, dtype, shape and raw bytes. It therefore
-covers the codebook (a buffer), the grouping and every weight: tokens decode only with the exact model that
-wrote them. Hashing runs once per command (about 1 s per 350 MB of weights).
+The model fingerprint is the SHA-256 of a description of the bottleneck (class name and, where present,
+``codebook_size``, ``num_groups``, ``codebook_dim``, ``grouping``, ``rule``, ``beta``, ``latent_channels``; as
+canonical JSON) followed by, for every entry of ``model.state_dict()`` in name order, its name, dtype, shape
+and raw bytes. It therefore covers the codebook (a buffer), the channel grouping, the search rule and every
+weight, and is computed from the model object alone (the same for a model built in memory and for the one
+``from_pretrained`` loads from its save). Tokens decode only with the exact model that wrote them.
+Hashing runs once per command (about 1 s per 350 MB of weights).
 
 Writing streams: the number of images is known from the folder listing, so the header of ``indices.npy``
 is written first and each batch's indices are appended as they come; images are never all in memory.
@@ -59,14 +62,21 @@ def index_dtype(codebook_size: int) -> np.dtype:
     raise ValueError(f"codebook_size {codebook_size} does not fit in uint32 token files")
 
 
-def model_fingerprint(model: nn.Module, config: Mapping[str, Any] | None = None) -> str:
-    """SHA-256 (hex) of ``config`` (canonical JSON) and every state-dict entry (name, dtype, shape, bytes)."""
+# Bottleneck attributes that change what indices mean (grouping, search rule) without changing any weight.
+_FINGERPRINT_ATTRS = ("codebook_size", "num_groups", "codebook_dim", "grouping", "rule", "beta", "latent_channels")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 (hex) of the bottleneck's description and every state-dict entry (name, dtype, shape, bytes)."""
     digest = hashlib.sha256()
-    digest.update(json.dumps(config or {}, sort_keys=True, default=str).encode())
+    bottleneck = getattr(model, "bottleneck", model)
+    description = {name: getattr(bottleneck, name) for name in _FINGERPRINT_ATTRS if hasattr(bottleneck, name)}
+    description["class"] = type(bottleneck).__name__
+    digest.update(json.dumps(description, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
         t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        # view as bytes: works for every dtype numpy lacks (bfloat16) and never copies twice.
+        digest.update(f"|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        # viewed as bytes: works for dtypes numpy lacks (bfloat16)
         digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 

@@ -1,0 +1,117 @@
+"""``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images (issue 6, item 3).
+
+Decoding checks first, then works: the token file must carry this model's fingerprint, codebook size and
+group count, and every index must lie in [0, K) (``gaussquant.tokens``); otherwise the error says which.
+Each image is written as ``DIR/<source file name with .png>`` (sub-folders kept), its pixels
+``round((x_hat + 1) * 127.5)`` of the model's ``detokenize`` — the same uint8 mapping PSNR uses. Batches are
+read from the (compact) index array and decoded one at a time, so memory holds one batch of images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path, PurePosixPath
+
+import torch
+from PIL import Image
+from torch import nn
+
+from gaussquant.data.transforms import to_uint8
+from gaussquant.encode import _progress, load_model, require_discrete, resolve_device
+from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+
+def check_tokens_match(model: nn.Module, tokens: TokenFile, source: str = "the tokens file") -> None:
+    """Raise ValueError unless ``tokens`` were written by ``model`` (fingerprint, K, G, index range)."""
+    require_discrete(model, "decode")
+    bottleneck = model.bottleneck
+    if tokens.codebook_size != bottleneck.codebook_size or tokens.num_groups != bottleneck.num_groups:
+        raise ValueError(
+            f"{source} holds tokens for K={tokens.codebook_size}, G={tokens.num_groups}, but this model has "
+            f"K={bottleneck.codebook_size}, G={bottleneck.num_groups}: decode with the model that encoded them"
+        )
+    check_index_range(tokens.indices, bottleneck.codebook_size, source)
+    fingerprint = model_fingerprint(model)
+    if fingerprint != tokens.model_fingerprint:
+        raise ValueError(
+            f"{source} was written by a different model (fingerprint {tokens.model_fingerprint[:12]}..., this "
+            f"model is {fingerprint[:12]}...): its indices point into another codebook or decoder. Decode with "
+            "the model that encoded them."
+        )
+
+
+def output_names(file_names: list[str]) -> list[str]:
+    """Source names -> relative ``.png`` names; raise if two sources would map to the same PNG."""
+    out = [PurePosixPath(name).with_suffix(".png").as_posix() for name in file_names]
+    if len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(n for n in out if n in seen or seen.add(n))
+        raise ValueError(f"two source images would both be decoded to {dup!r}; rename one of them and re-encode")
+    for name in out:
+        if name.startswith("/") or ".." in PurePosixPath(name).parts:
+            raise ValueError(f"unsafe file name {name!r} in the tokens file (absolute or with '..')")
+    return out
+
+
+def decode_tokens(
+    model: nn.Module,
+    tokens_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[Path]:
+    """Decode a tokens ``.npz`` written by :func:`gaussquant.encode.encode_folder` into PNGs under ``out_dir``.
+
+    Args:
+        model: the Autoencoder that encoded the tokens, on its device.
+        tokens_path: the ``.npz``.
+        out_dir: created if missing; PNGs keep the source files' relative paths with a ``.png`` suffix.
+        batch_size: images decoded at once.
+        progress: show a tqdm progress bar on stderr.
+
+    Returns:
+        The written PNG paths, in token order.
+    """
+    tokens = load_tokens(tokens_path)
+    check_tokens_match(model, tokens, str(tokens_path))
+    names = output_names(tokens.file_names)
+    out = Path(out_dir)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    written: list[Path] = []
+    try:
+        with torch.no_grad():
+            for start in _progress(range(0, tokens.num_images, batch_size), progress, "decode"):
+                x_hat = model.detokenize(tokens.batch(start, start + batch_size).to(device))
+                pixels = to_uint8(x_hat.cpu()).permute(0, 2, 3, 1).numpy()
+                for offset, image in enumerate(pixels):
+                    path = out / names[start + offset]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(image).save(path)
+                    written.append(path)
+    finally:
+        model.train(was_training)
+    logger.info("decoded %d images to %s", len(written), out)
+    return written
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="the model that encoded the tokens (save dir, checkpoint or run dir)")
+    parser.add_argument("tokens", help="tokens file written by `gaussquant encode` (.npz)")
+    parser.add_argument("--out", required=True, help="folder for the decoded PNGs")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
+    parser.add_argument("--ema", action="store_true", help="use the EMA weights of a checkpoint")
+
+
+def main(args: argparse.Namespace) -> int:
+    model, _ = load_model(args.model, resolve_device(args.device), use_ema=args.ema)
+    paths = decode_tokens(model, args.tokens, args.out, batch_size=args.batch_size, progress=True)
+    print(f"decoded {len(paths)} images to {args.out}")
+    return 0
