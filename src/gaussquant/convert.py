@@ -1,0 +1,256 @@
+"""The explicit Gaussian-VAE -> VQ-VAE step (method.md section 4; design.md: never implicit in eval mode).
+
+``to_gaussian_quant`` keeps the encoder and decoder of a trained Gaussian VAE unchanged and replaces its
+bottleneck by the GQ quantizer: a fixed codebook of K standard-Gaussian vectors of dimension d (regenerated
+from ``(codebook_method, K, d, seed)`` and stored in the model with its fingerprint) searched with ``rule``.
+No training. The result serves both modes: ``forward`` / ``tokenize`` give the quantized (discrete) path and
+``decode_posterior_mean`` the continuous one.
+
+``gaussquant convert RUN_OR_CKPT --codebook-size K --out DIR`` first prints the convertibility report
+(``gaussquant.convertibility``: per-group KL against log2 K, predicted large-error probability, a warning
+and the K that would fit when the mean KL is outside log2 K +- 0.5), then converts and saves with
+``save_pretrained`` (``config.json`` + ``model.safetensors``; the report is stored under ``"conversion"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from gaussquant.convertibility import ConvertibilityReport, KLAccumulator
+
+logger = logging.getLogger(__name__)
+
+
+def _source_bottleneck(model: nn.Module) -> nn.Module:
+    bottleneck = getattr(model, "bottleneck", None)
+    if bottleneck is None or not hasattr(model, "encoder") or not hasattr(model, "decoder"):
+        raise TypeError(f"to_gaussian_quant expects a gaussquant Autoencoder; got {type(model).__name__}")
+    latent = getattr(bottleneck, "latent_channels", None)
+    if latent is None or getattr(bottleneck, "in_channels", None) != 2 * latent:
+        raise TypeError(
+            f"to_gaussian_quant needs a Gaussian bottleneck (encoder emitting mean and logvar); this model has "
+            f"{type(bottleneck).__name__}. Train a Gaussian VAE (bottleneck kind 'gaussian') first."
+        )
+    return bottleneck
+
+
+def default_codebook_dim(model: nn.Module) -> int:
+    """The source bottleneck's group size: ``group_dim`` (Gaussian/TDC) or ``codebook_dim`` (GQ)."""
+    bottleneck = _source_bottleneck(model)
+    for name in ("group_dim", "codebook_dim"):
+        if getattr(bottleneck, name, None):
+            return int(getattr(bottleneck, name))
+    return int(bottleneck.latent_channels)
+
+
+def gq_config(model: nn.Module, codebook_size: int, codebook_dim: int | None = None, *, rule: str = "log_ratio",
+              beta: float = 1.0, seed: int = 42, codebook_method: str = "sobol", grouping: str | None = None,
+              straight_through: bool = False) -> Any:
+    """The ``GQConfig`` that :func:`to_gaussian_quant` builds for ``model`` (defaults from its bottleneck)."""
+    from gaussquant.quantizers.build import GQConfig
+
+    bottleneck = _source_bottleneck(model)
+    if not isinstance(codebook_size, int) or isinstance(codebook_size, bool) or codebook_size < 2:
+        raise ValueError(f"codebook_size must be an integer >= 2; got {codebook_size!r}")
+    target = getattr(bottleneck, "target_bits", None)
+    return GQConfig(
+        latent_channels=int(bottleneck.latent_channels), codebook_size=codebook_size,
+        codebook_dim=int(codebook_dim or default_codebook_dim(model)), rule=rule, beta=float(beta),
+        codebook_method=codebook_method, seed=int(seed),
+        grouping=grouping or getattr(bottleneck, "grouping", "contiguous"), straight_through=straight_through,
+        target_bits=float(target) if isinstance(target, (int, float)) else None,
+    )
+
+
+def to_gaussian_quant(
+    model: nn.Module,
+    codebook_size: int,
+    codebook_dim: int | None = None,
+    *,
+    rule: str = "log_ratio",
+    beta: float = 1.0,
+    seed: int = 42,
+    codebook_method: str = "sobol",
+    codebook: Tensor | None = None,
+    grouping: str | None = None,
+    straight_through: bool = False,
+) -> nn.Module:
+    """A GQ VQ-VAE from a trained Gaussian VAE, with no training (method.md section 4).
+
+    Args:
+        model: an Autoencoder whose bottleneck is Gaussian (or already GQ: re-conversion to another K).
+            It is not modified; the result holds copies of its encoder and decoder.
+        codebook_size: K >= 2 (any integer; powers of two are not required).
+        codebook_dim: d, dimensions per group; default the source's group size. Must divide the latent channels.
+        rule: ``"log_ratio"`` (reference default) or ``"nearest"``; ``beta``: the log-ratio prior weight.
+        seed, codebook_method: regenerate the K x d codebook (``"sobol"`` default, or ``"normal"``).
+        codebook: an explicit ``(K, d)`` codebook instead (stored in the model; its fingerprint too).
+        grouping: ``"contiguous"`` or ``"strided"``; default the source's grouping.
+        straight_through: the training-time straight-through option (off for conversion).
+
+    Returns:
+        A new Autoencoder, in eval mode on the source's device, whose ``bottleneck`` is a GaussianQuantizer.
+    """
+    from gaussquant.models.autoencoder import Autoencoder
+    from gaussquant.quantizers.build import build_bottleneck
+
+    cfg = gq_config(model, codebook_size, codebook_dim, rule=rule, beta=beta, seed=seed,
+                    codebook_method=codebook_method, grouping=grouping, straight_through=straight_through)
+    if codebook is None:
+        quantizer = build_bottleneck(cfg)
+    else:
+        from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
+
+        fields = {k: v for k, v in vars(cfg).items()}
+        quantizer = GaussianQuantizer(**fields, codebook=codebook)
+    device = next(model.parameters()).device
+    converted = Autoencoder(copy.deepcopy(model.encoder), quantizer, copy.deepcopy(model.decoder),
+                            convert_grayscale=getattr(model, "convert_grayscale", False))
+    return converted.to(device).eval()
+
+
+def _batches(images: Dataset | Iterable[Tensor], batch_size: int) -> Iterable[Tensor]:
+    if isinstance(images, Dataset):
+        return DataLoader(images, batch_size=batch_size, shuffle=False)
+    return images
+
+
+@torch.no_grad()
+def convertibility_report(
+    model: nn.Module,
+    images: Dataset | Iterable[Tensor],
+    codebook_size: int,
+    codebook_dim: int | None = None,
+    *,
+    grouping: str | None = None,
+    batch_size: int = 16,
+) -> ConvertibilityReport:
+    """Measure how well ``model`` fits a codebook of size K (see ``gaussquant.convertibility``).
+
+    Args:
+        model: a Gaussian (or GQ) Autoencoder.
+        images: a dataset of ``(3, H, W)`` tensors in [-1, 1], or an iterable of ``(B, 3, H, W)`` batches.
+        codebook_size, codebook_dim, grouping: as for :func:`to_gaussian_quant`.
+    """
+    cfg = gq_config(model, codebook_size, codebook_dim, grouping=grouping)
+    acc = KLAccumulator(cfg.codebook_size, cfg.codebook_dim, cfg.grouping)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        for x in _batches(images, batch_size):
+            posterior = model.encode(x.to(device)).posterior
+            if posterior is None:
+                raise TypeError(f"{type(model.bottleneck).__name__} returned no posterior")
+            acc.update(posterior.mean, posterior.logvar)
+    finally:
+        model.train(was_training)
+    return acc.report()
+
+
+def sample_dataset(data: str | os.PathLike | None, image_size: int, num_images: int) -> Dataset:
+    """Images for the report: ``num_images`` evenly spaced center crops of a folder, or (``data=None``)
+    crops of the bundled held-out photos (``DefaultPhotoCrops(split="eval")``)."""
+    if data is None:
+        from gaussquant.data.default_photos import DefaultPhotoCrops
+
+        return DefaultPhotoCrops("eval", image_size=image_size, num_crops=num_images, seed=0, flip=False)
+    from gaussquant.data.folder import ImageFolderDataset
+
+    dataset = ImageFolderDataset(data, image_size=image_size, mode="center")
+    n = len(dataset)
+    picks = sorted({int(i * n / num_images) for i in range(min(num_images, n))})
+    return Subset(dataset, picks)
+
+
+def run(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    codebook_size: int,
+    codebook_dim: int | None = None,
+    rule: str = "log_ratio",
+    beta: float = 1.0,
+    seed: int = 42,
+    codebook_method: str = "sobol",
+    grouping: str | None = None,
+    data: str | os.PathLike | None = None,
+    num_images: int = 64,
+    image_size: int | None = None,
+    batch_size: int = 16,
+    device: str = "auto",
+    use_ema: bool = False,
+    overwrite: bool = False,
+    on_report: Callable[[ConvertibilityReport], None] | None = None,
+) -> tuple[Path, ConvertibilityReport]:
+    """Load ``source``, report its convertibility on ``num_images`` images, convert, save to ``out``.
+
+    The report goes to ``on_report`` before converting (the CLI prints it), else to the log (INFO).
+    Returns ``(out, report)``. ``out`` may not already hold a model unless ``overwrite``.
+    """
+    from gaussquant.encode import load_model, resolve_device
+    from gaussquant.models.presets import ModelConfig
+    from gaussquant.pretrained import save_pretrained
+
+    out = Path(out)
+    if (out / "config.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a model; choose another --out or pass --overwrite")
+    model, meta = load_model(source, resolve_device(device), use_ema=use_ema)
+    size = image_size or int(meta["model"]["image_size"])
+    report = convertibility_report(model, sample_dataset(data, size, num_images), codebook_size, codebook_dim,
+                                   grouping=grouping, batch_size=batch_size)
+    if on_report is not None:
+        on_report(report)
+    else:
+        logger.info("%s", report.to_text())
+    kwargs = dict(rule=rule, beta=beta, seed=seed, codebook_method=codebook_method, grouping=grouping)
+    converted = to_gaussian_quant(model, codebook_size, codebook_dim, **kwargs)
+    extra = {"conversion": {"source_step": meta.get("step"), "source_bottleneck": meta.get("bottleneck"),
+                            "report_data": str(data) if data else "default held-out photo crops",
+                            "convertibility": report.to_dict()}}
+    save_pretrained(converted, out, model_config=ModelConfig(**meta["model"]),
+                    bottleneck_config=gq_config(model, codebook_size, codebook_dim, **kwargs), extra=extra)
+    return out, report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a trained Gaussian VAE: run dir, checkpoint step dir or save dir")
+    parser.add_argument("--codebook-size", "-K", type=int, required=True, help="K >= 2 (any integer)")
+    parser.add_argument("--codebook-dim", "-d", type=int, default=None,
+                        help="dimensions per group (default: the model's group size)")
+    parser.add_argument("--rule", choices=("log_ratio", "nearest"), default="log_ratio")
+    parser.add_argument("--beta", type=float, default=1.0, help="prior weight of the log_ratio rule")
+    parser.add_argument("--seed", type=int, default=42, help="codebook seed")
+    parser.add_argument("--codebook-method", choices=("sobol", "normal"), default="sobol")
+    parser.add_argument("--grouping", choices=("contiguous", "strided"), default=None,
+                        help="channel grouping (default: the model's)")
+    parser.add_argument("--data", default=None, help="image folder for the report (default: held-out photos)")
+    parser.add_argument("--num-images", type=int, default=64, help="images measured for the report")
+    parser.add_argument("--image-size", type=int, default=None, help="default: the model's image_size")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--ema", action="store_true", help="convert the EMA weights of a checkpoint")
+    parser.add_argument("--out", required=True, help="folder for the converted model")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+
+
+def main(args: argparse.Namespace) -> int:
+    out, report = run(
+        args.source, args.out, codebook_size=args.codebook_size, codebook_dim=args.codebook_dim, rule=args.rule,
+        beta=args.beta, seed=args.seed, codebook_method=args.codebook_method, grouping=args.grouping,
+        data=args.data, num_images=args.num_images, image_size=args.image_size, batch_size=args.batch_size,
+        device=args.device, use_ema=args.ema, overwrite=args.overwrite,
+        on_report=lambda r: print(r.to_text(), flush=True),
+    )
+    print(f"converted model saved to {out} (bits per token {report.num_groups * report.log2_k:.3f})")
+    return 0
