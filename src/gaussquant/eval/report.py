@@ -114,7 +114,7 @@ def write_report(
     *,
     grid_columns: Sequence[Tensor] = (),
     grid_names: Sequence[str] = (),
-    kl_bits: Tensor | None = None,
+    kl_histogram: tuple[Sequence[int], Sequence[float]] | None = None,
     usage_counts: Tensor | None = None,
     title: str = "Evaluation report",
 ) -> Path:
@@ -125,11 +125,10 @@ def write_report(
         results: the dict :func:`~gaussquant.eval.evaluate.evaluate` returns (JSON-safe).
         grid_columns: image batches ``(B, 3, H, W)`` in [-1, 1], e.g. ``[x, x_continuous, x_quantized]``.
         grid_names: one caption per column.
-        kl_bits: ``(N_tokens, G)`` group KL in bits of the evaluated images (Gaussian-family models).
+        kl_histogram: ``(counts, edges)`` of the group KL in bits over the evaluated images (GQ models;
+            ``KLAccumulator.report()`` gives them), plotted against log2 K.
         usage_counts: ``(G, K)`` index counts over the whole set (discrete models).
     """
-    from gaussquant.convertibility import histogram
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     k = results.get("codebook_size")
@@ -148,10 +147,9 @@ def write_report(
         save_image_grid(grid_columns, out / "reconstructions.png")
         lines += ["## Reconstructions", "", "Columns: " + " | ".join(grid_names) + ".", "",
                   "![reconstructions](reconstructions.png)", ""]
-    plotted = kl_bits is not None and kl_bits.numel() > 0 and log2_k is not None
+    plotted = kl_histogram is not None and log2_k is not None
     if plotted:
-        counts, edges = histogram(kl_bits.reshape(-1))
-        plot_kl_histogram(counts, edges, log2_k, out / "kl_histogram.png")
+        plot_kl_histogram(kl_histogram[0], kl_histogram[1], log2_k, out / "kl_histogram.png")
     lines += kl_section(results.get("kl_bits"), log2_k, plotted)
     if usage_counts is not None:
         plot_codebook_usage(usage_counts, out / "codebook_usage.png")
