@@ -1,0 +1,370 @@
+"""Memory-bounded codebook search for Gaussian Quant (method.md section 4).
+
+Rules, for a posterior N(mu, diag sigma^2) of one group and codewords c_k in R^d:
+
+- ``log_ratio`` (reference default, beta = 1):
+  k* = argmin_k sum_i (c_ki - mu_i)^2 / sigma_i^2 - beta * c_ki^2, the codeword with the largest
+  importance weight q(c|x) / p(c)^beta;
+- ``nearest`` (the paper's Eq. 3): k* = argmin_k ||c_k - mu||^2.
+
+Both are the argmax of a quadratic score, score_k = sum_i a_i c_ki^2 + b_i c_ki, with
+a = (beta - 1/sigma^2) / 2, b = mu / sigma^2 (log_ratio) or a = -1/2, b = mu (nearest). The fast path
+computes the scores as one GEMM of the query rows [a, b] (N, 2d) against [c^2; c] (2d, K) (for ``nearest``
+the cheaper [mu, 1] (N, d+1) against [c; -||c||^2 / 2]) and keeps a running argmax while it walks over
+blocks of rows and codewords, so it never holds N x K x d values nor all N x K scores; the block sizes
+follow ``max_memory_bytes``. For d = 1 the argmax is the codeword nearest to mu / (1 - beta sigma^2)
+(when that denominator is positive; otherwise an extreme codeword), found by bisection in a sorted copy of
+the codebook: O(log K) per row.
+
+Ties go to the lowest index everywhere (``torch.max`` returns the first maximum of a block and a later
+block must be strictly better to replace it). Half-precision inputs are computed in float32, float64
+inputs in float64. On CUDA, TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) would round the
+scores to 10-bit mantissas and change tokens; the search then logs a warning once.
+
+Written by hand because no library offers a blocked argmax over a quadratic score.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "RULES",
+    "DEFAULT_MAX_MEMORY_BYTES",
+    "SearchPlan",
+    "plan_search",
+    "gq_search",
+    "nearest_search",
+    "reference_scores",
+    "reference_search",
+]
+
+logger = logging.getLogger(__name__)
+
+RULES = ("log_ratio", "nearest")
+# Working memory the blocked search may use by default (score block + codeword block + query block).
+DEFAULT_MAX_MEMORY_BYTES = 64 * 2**20
+# Preferred block shape: small enough for the score block to stay in a CPU's L2/L3 cache, large enough
+# for the GEMM to run near its peak (tuned with benchmarks/search.py on a 2-core CPU).
+_ROW_BLOCK = 1024
+_CODE_BLOCK = 1024
+_warned_tf32 = False
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """Block sizes of one search and the working memory they need, in bytes.
+
+    ``working_bytes`` counts the score block (plus the block max and its indices), the query block, the
+    codeword block and, when ``prebuild``, the whole (q, K) right-hand side. It excludes the caller's inputs,
+    the (N, q) query matrix (the same size as the inputs) and the (N,) output.
+    """
+
+    row_block: int
+    code_block: int
+    query_cols: int
+    itemsize: int
+    working_bytes: int
+    prebuild: bool
+
+
+def plan_search(n: int, k: int, query_cols: int, itemsize: int = 4, max_memory_bytes: int | None = None) -> SearchPlan:
+    """Choose row and codeword block sizes whose working memory stays within ``max_memory_bytes``."""
+    budget = DEFAULT_MAX_MEMORY_BYTES if max_memory_bytes is None else int(max_memory_bytes)
+    rows, codes = max(1, min(n, _ROW_BLOCK)), max(1, min(k, _CODE_BLOCK))
+
+    def cost(r: int, c: int) -> int:
+        # scores (r, c) + block max values and int64 indices (r,) + query (r, q) + codewords (q, c)
+        return itemsize * (r * c + r * query_cols + query_cols * c) + r * (itemsize + 8)
+
+    while cost(rows, codes) > budget and (rows > 1 or codes > 1):
+        if codes >= rows and codes > 1:
+            codes = (codes + 1) // 2
+        else:
+            rows = (rows + 1) // 2
+    if cost(rows, codes) > budget:
+        raise ValueError(
+            f"max_memory_bytes={budget} is too small for even one row and one codeword "
+            f"({cost(rows, codes)} bytes are needed); raise it"
+        )
+    # The whole (q, K) right-hand side is kept when it fits beside the blocks; else it is rebuilt per block.
+    full_rhs = itemsize * query_cols * k
+    prebuild = cost(rows, codes) + full_rhs <= budget
+    working = cost(rows, codes) + (full_rhs if prebuild else 0)
+    return SearchPlan(rows, codes, query_cols, itemsize, working, prebuild)
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
+def _check_codebook(codebook: Tensor, d: int | None = None) -> None:
+    if not isinstance(codebook, Tensor) or not codebook.is_floating_point() or codebook.dim() != 2:
+        raise ValueError(f"codebook must be a floating-point (K, d) tensor; got {_describe(codebook)}")
+    if codebook.shape[0] < 2:
+        raise ValueError(f"codebook must have K >= 2 codewords; got K = {codebook.shape[0]}")
+    if d is not None and codebook.shape[1] != d:
+        raise ValueError(
+            f"codeword dimension {codebook.shape[1]} differs from the query dimension {d}: "
+            f"codebook {tuple(codebook.shape)}; queries must be (N, {codebook.shape[1]})"
+        )
+    if not bool(torch.isfinite(codebook).all()):
+        raise ValueError("codebook contains NaN or infinite values")
+
+
+def _describe(x: object) -> str:
+    if isinstance(x, Tensor):
+        return f"a {x.dtype} tensor of shape {tuple(x.shape)}"
+    return type(x).__name__
+
+
+def _check_queries(mean: Tensor, std: Tensor | None, codebook: Tensor) -> None:
+    if not isinstance(mean, Tensor) or not mean.is_floating_point() or mean.dim() != 2:
+        raise ValueError(f"mean must be a floating-point (N, d) tensor; got {_describe(mean)}")
+    if std is not None:
+        if not isinstance(std, Tensor) or not std.is_floating_point() or std.shape != mean.shape:
+            raise ValueError(f"std must be a floating-point tensor shaped like mean {tuple(mean.shape)}; got {_describe(std)}")
+    if codebook.device != mean.device:
+        raise ValueError(f"codebook is on {codebook.device} but the queries are on {mean.device}")
+    _check_codebook(codebook, mean.shape[1])
+    if mean.shape[0] == 0:
+        return
+    # One host sync for all value checks; diagnose only when something is wrong.
+    ok = torch.isfinite(mean).all()
+    if std is not None:
+        ok = ok & torch.isfinite(std).all() & (std > 0).all()
+    if not bool(ok):
+        if not bool(torch.isfinite(mean).all()):
+            raise ValueError("mean contains NaN or infinite values (check the encoder output / posterior)")
+        raise ValueError("std must be finite and > 0; it contains NaN, infinite, zero or negative values")
+
+
+def _warn_tf32(device: torch.device) -> None:
+    global _warned_tf32
+    if device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32 and not _warned_tf32:
+        _warned_tf32 = True
+        logger.warning(
+            "TF32 matmuls are enabled; the codebook search rounds its scores to TF32 and may choose "
+            "different tokens. Set torch.backends.cuda.matmul.allow_tf32 = False for exact search."
+        )
+
+
+def _blocked_argmax(
+    query: Tensor, codes_t: Tensor, plan: SearchPlan, code_fn, selective: bool | None = None
+) -> Tensor:
+    """Running argmax over blocks of ``query (N, q) @ code_fn(codes_t[k0:k1]) (q, Kb)``.
+
+    ``codes_t`` is the (K, d) codebook in the compute dtype; ``code_fn`` turns a slice of it into the
+    (q, Kb) right-hand side, built per block so that no (q, K) copy of the codebook is needed.
+    """
+    n, k = query.shape[0], codes_t.shape[0]
+    out = torch.empty(n, dtype=torch.long, device=query.device)
+    best = torch.empty(plan.row_block, dtype=query.dtype, device=query.device)
+    best_idx = torch.empty(plan.row_block, dtype=torch.long, device=query.device)
+    scores = torch.empty(plan.row_block, plan.code_block, dtype=query.dtype, device=query.device)
+    starts = range(0, k, plan.code_block)
+    selective = query.device.type == "cpu" if selective is None else selective
+    # Build the (q, K) right-hand side once when the plan allows it (the usual case), else per block.
+    rhs_all = [code_fn(codes_t[k0 : k0 + plan.code_block]) for k0 in starts] if plan.prebuild else None
+    for r0 in range(0, n, plan.row_block):
+        q = query[r0 : r0 + plan.row_block]
+        rows = q.shape[0]
+        b_val, b_idx = best[:rows], best_idx[:rows]
+        for j, k0 in enumerate(starts):
+            rhs = rhs_all[j] if rhs_all is not None else code_fn(codes_t[k0 : k0 + plan.code_block])
+            s = scores[:rows, : rhs.shape[1]]
+            torch.mm(q, rhs, out=s)
+            if j == 0:
+                torch.max(s, dim=1, out=(b_val, b_idx))  # first maximum within the block
+            else:
+                _merge_block(s, k0, b_val, b_idx, selective)
+        out[r0 : r0 + rows] = b_idx
+    return out
+
+
+def _merge_block(s: Tensor, k0: int, b_val: Tensor, b_idx: Tensor, selective: bool) -> None:
+    """Fold the score block ``s`` (rows, Kb) whose first column is codeword ``k0`` into the running best.
+
+    A later block replaces the best only when strictly better, so ties keep the lower index. ``selective``
+    (CPU): the block max alone is a fast vectorised reduction, and only the rows it improves (about 1/j of
+    them at block j for random inputs) need the slower argmax; finding those rows syncs with the host,
+    which is free on CPU but costly on accelerators, where the plain max-with-index is used instead.
+    """
+    if not selective:
+        val, idx = s.max(dim=1)
+        better = val > b_val
+        b_val.copy_(torch.where(better, val, b_val))
+        b_idx.copy_(torch.where(better, idx + k0, b_idx))
+        return
+    val = s.amax(dim=1)
+    rows = (val > b_val).nonzero().squeeze(1)
+    if rows.numel():
+        b_idx.index_copy_(0, rows, s.index_select(0, rows).argmax(dim=1) + k0)
+        b_val.index_copy_(0, rows, val.index_select(0, rows))
+
+
+def _query_log_ratio(mean: Tensor, std: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
+    """Rows [a, b] with a = (beta - 1/sigma^2) / 2 and b = mu / sigma^2, shape (N, 2d)."""
+    inv_var = std.to(dtype).square().reciprocal()
+    return torch.cat([(beta - inv_var) * 0.5, mean.to(dtype) * inv_var], dim=1)
+
+
+def _rhs_log_ratio(codes: Tensor) -> Tensor:
+    """[c^2; c] for a block of codewords (Kb, d) -> (2d, Kb)."""
+    return torch.cat([codes.square(), codes], dim=1).t()
+
+
+def _query_nearest(z: Tensor, dtype: torch.dtype) -> Tensor:
+    """Rows [z, 1], shape (N, d + 1): z . c - ||c||^2 / 2 is the nearest-neighbour score."""
+    z = z.to(dtype)
+    return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
+
+
+def _rhs_nearest(codes: Tensor) -> Tensor:
+    """[c; -||c||^2 / 2] for a block of codewords (Kb, d) -> (d + 1, Kb)."""
+    return torch.cat([codes, codes.square().sum(dim=1, keepdim=True) * -0.5], dim=1).t()
+
+
+def _search_1d(center: Tensor, concave: Tensor, a: Tensor | None, b: Tensor | None, codebook: Tensor) -> Tensor:
+    """d = 1: the codeword nearest to ``center`` where the score is concave, else the better extreme.
+
+    The score a c^2 + b c with a < 0 equals a (c - center)^2 + const, center = -b / (2a), so its argmax is the
+    codeword nearest to center; with a >= 0 (log_ratio with beta sigma^2 >= 1) it is convex or linear in c
+    and the argmax is the smallest or the largest codeword. Works on distinct sorted values, each carrying
+    the lowest index holding it, so ties go to the lowest index.
+    """
+    k = codebook.shape[0]
+    values, inverse = torch.unique(codebook[:, 0].to(center.dtype), sorted=True, return_inverse=True)
+    order = torch.arange(k, device=codebook.device)
+    first = torch.full((values.shape[0],), k, dtype=torch.long, device=codebook.device)
+    first = first.scatter_reduce(0, inverse, order, reduce="amin")
+    last = values.shape[0] - 1
+    pos = torch.searchsorted(values, center.contiguous())  # values[pos-1] < center <= values[pos]
+    lo, hi = (pos - 1).clamp(0, last), pos.clamp(0, last)
+    d_lo, d_hi = (center - values[lo]).abs(), (values[hi] - center).abs()
+    lower_first = torch.where(first[lo] <= first[hi], lo, hi)
+    pick = torch.where(d_lo < d_hi, lo, torch.where(d_hi < d_lo, hi, lower_first))
+    idx = first[pick]
+    if a is None or b is None:
+        return idx
+    s_min = a * values[0].square() + b * values[0]
+    s_max = a * values[last].square() + b * values[last]
+    tie = torch.minimum(first[0], first[last]).expand_as(idx)
+    ext = torch.where(s_min > s_max, first[0], torch.where(s_max > s_min, first[last], tie))
+    flat = (a == 0) & (b == 0)  # every codeword scores 0: the lowest index overall
+    ext = torch.where(flat, torch.zeros_like(ext), ext)
+    return torch.where(concave, idx, ext)
+
+
+def _exact_dtype(device: torch.device) -> torch.dtype:
+    # float64 for the O(N log K) scalar path: cheap, and it removes rounding from the choice (not on MPS).
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def gq_search(
+    mean: Tensor,
+    std: Tensor | None,
+    codebook: Tensor,
+    *,
+    rule: str = "log_ratio",
+    beta: float = 1.0,
+    max_memory_bytes: int | None = None,
+) -> Tensor:
+    """Index of the best codeword for each posterior row (method.md section 4).
+
+    Args:
+        mean: (N, d) posterior means of N groups, any float dtype, N >= 0.
+        std: (N, d) posterior standard deviations, > 0 (unused and may be None for ``rule="nearest"``).
+        codebook: (K, d) codewords, K >= 2, on the same device.
+        rule: ``"log_ratio"`` (argmax q(c|x) / p(c)^beta) or ``"nearest"`` (argmin ||c - mean||^2).
+        beta: prior exponent of ``log_ratio``, finite and >= 0 (0 = Mahalanobis nearest neighbour).
+        max_memory_bytes: bound on the working memory of the blocked search (default 64 MiB); see
+            :func:`plan_search`.
+
+    Returns:
+        (N,) int64 indices in [0, K); ties go to the lowest index.
+    """
+    if rule not in RULES:
+        raise ValueError(f"rule must be one of {RULES}; got {rule!r}")
+    if rule == "log_ratio":
+        if std is None:
+            raise ValueError("rule='log_ratio' needs std; pass the posterior standard deviations")
+        beta = float(beta)
+        if not (beta >= 0.0 and beta != float("inf")):
+            raise ValueError(f"beta must be finite and >= 0; got {beta}")
+    else:
+        std = None
+    _check_queries(mean, std, codebook)
+    n, d = mean.shape
+    if n == 0:
+        return torch.empty(0, dtype=torch.long, device=mean.device)
+    if d == 1:
+        dtype = _exact_dtype(mean.device)
+        mu = mean[:, 0].to(dtype)
+        if std is None:
+            return _search_1d(mu, torch.ones_like(mu, dtype=torch.bool), None, None, codebook)
+        var = std[:, 0].to(dtype).square()
+        denom = 1.0 - beta * var
+        concave = denom > 0
+        center = torch.where(concave, mu / torch.where(concave, denom, torch.ones_like(denom)), torch.zeros_like(mu))
+        return _search_1d(center, concave, (beta - var.reciprocal()) * 0.5, mu / var, codebook)
+    dtype = _compute_dtype(mean, codebook if std is None else std, codebook)
+    _warn_tf32(mean.device)
+    codes = codebook.to(dtype)
+    if std is None:
+        query, rhs_fn = _query_nearest(mean, dtype), _rhs_nearest
+    else:
+        query, rhs_fn = _query_log_ratio(mean, std, beta, dtype), _rhs_log_ratio
+    itemsize = torch.finfo(dtype).bits // 8
+    plan = plan_search(n, codes.shape[0], query.shape[1], itemsize, max_memory_bytes)
+    return _blocked_argmax(query, codes, plan, rhs_fn)
+
+
+def nearest_search(z: Tensor, codebook: Tensor, *, max_memory_bytes: int | None = None) -> Tensor:
+    """Index of the squared-Euclidean nearest codeword for each row of ``z`` (N, d); ties to the lowest.
+
+    The same blocked GEMM + running argmax as :func:`gq_search` (which it calls with ``rule="nearest"``);
+    used by the VQ baseline. Returns (N,) int64 in [0, K).
+    """
+    return gq_search(z, None, codebook, rule="nearest", max_memory_bytes=max_memory_bytes)
+
+
+def reference_scores(
+    mean: Tensor,
+    std: Tensor | None,
+    codebook: Tensor,
+    *,
+    rule: str = "log_ratio",
+    beta: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """The plain, obviously correct (N, K) scores (higher is better), built from an (N, K, d) broadcast.
+
+    ``log_ratio``: -sum_i [(c_ki - mu_i)^2 / sigma_i^2 - beta c_ki^2]; ``nearest``: -||c_k - mu||^2.
+    For tests and the benchmark only: it needs N x K x d memory.
+    """
+    mu, c = mean.to(dtype), codebook.to(dtype)
+    diff2 = (c.unsqueeze(0) - mu.unsqueeze(1)).square()  # (N, K, d)
+    if rule == "nearest":
+        return -diff2.sum(dim=-1)
+    if rule != "log_ratio" or std is None:
+        raise ValueError(f"rule must be 'log_ratio' (with std) or 'nearest'; got {rule!r}")
+    var = std.to(dtype).square().unsqueeze(1)
+    return -(diff2 / var).sum(dim=-1) + beta * c.square().sum(dim=-1).unsqueeze(0)
+
+
+def reference_search(
+    mean: Tensor,
+    std: Tensor | None,
+    codebook: Tensor,
+    *,
+    rule: str = "log_ratio",
+    beta: float = 1.0,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """Argmax (first maximum) of :func:`reference_scores`: (N,) int64."""
+    return reference_scores(mean, std, codebook, rule=rule, beta=beta, dtype=dtype).argmax(dim=1)
