@@ -64,7 +64,8 @@ class _State:
     """Everything that streams: metric objects, usage counts, KL statistics."""
 
     def __init__(self, model: nn.Module, device: torch.device, metric_options: dict[str, Any]) -> None:
-        from gaussquant.eval.metrics import CodebookUsage, ReconstructionMetrics
+        from gaussquant.eval.codebook_stats import CodebookUsage
+        from gaussquant.eval.metrics import ReconstructionMetrics
 
         b = model.bottleneck
         self.discrete = bool(getattr(b, "is_discrete", False))
@@ -113,14 +114,7 @@ def _rate(model: nn.Module, tokens_per_image: int | None, image_size: int) -> di
 def _usage(usage: Any) -> dict[str, Any]:
     if usage is None:
         return {"codebook_usage": None, "index_entropy_bits": None, "perplexity": None}
-    stats = usage.compute()
-    out = {}
-    for key in ("usage", "index_entropy_bits", "perplexity"):
-        per_group = [float(v) for v in torch.as_tensor(stats[key]).reshape(-1)]
-        name = "codebook_usage" if key == "usage" else key
-        out[name] = sum(per_group) / len(per_group)
-        out[f"{name}_per_group"] = per_group
-    return out
+    return dict(usage.compute())
 
 
 def _kl(acc: KLAccumulator | None, discrete: bool) -> dict[str, Any] | None:
@@ -211,7 +205,6 @@ def _assemble(model: nn.Module, state: _State, dataset: Dataset, description: st
               meta: dict[str, Any], world: int) -> dict[str, Any]:
     results = dict(state.quantized.compute())
     unavailable = dict(results.pop("unavailable", {}) or {})
-    results.setdefault("lpips", results.get("lpips_alex"))
     if results["num_images"] != len(dataset):
         raise RuntimeError(f"evaluated {results['num_images']} images but the set has {len(dataset)}")
     first = dataset[0]
@@ -222,10 +215,8 @@ def _assemble(model: nn.Module, state: _State, dataset: Dataset, description: st
     if state.continuous is not None:
         cont = dict(state.continuous.compute())
         cont.pop("unavailable", None)
-        cont.setdefault("lpips", cont.get("lpips_alex"))
         results["continuous"] = cont
     results["unavailable"] = unavailable
-    implementations = getattr(state.quantized, "protocol", None)
     results["protocol"] = {
         "data": description,
         "num_images": results["num_images"],
@@ -237,7 +228,7 @@ def _assemble(model: nn.Module, state: _State, dataset: Dataset, description: st
         "skipped_files": len(getattr(dataset, "skipped", {}) or {}),
         "processes": world,
         "psnr": PSNR_PROTOCOL,
-        "metrics": dict(implementations) if isinstance(implementations, dict) else implementations,
+        "metrics": state.quantized.protocol(),
         "continuous": "decoder applied to the posterior mean (GQ and Gaussian VAEs)" if state.continuous else None,
     }
     return results
