@@ -15,6 +15,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "Autoencoder": "gaussquant.models.autoencoder",
+    "ModelConfig": "gaussquant.models.presets",
+    "build_autoencoder": "gaussquant.models.presets",
     "BottleneckOutput": "gaussquant.quantizers.base",
     "DiagonalGaussian": "gaussquant.quantizers.posterior",
     "gaussian_codebook": "gaussquant.quantizers.codebooks",
@@ -42,6 +45,12 @@ _EXPORTS: dict[str, str] = {
     "rate_matched_configs": "gaussquant.quantizers.rates",
     "rate_summary": "gaussquant.quantizers.rates",
     "format_rate_table": "gaussquant.quantizers.rates",
+    "to_gaussian_quant": "gaussquant.convert",
+    "convertibility_report": "gaussquant.convert",
+    "evaluate": "gaussquant.eval.evaluate",
+    "encode_folder": "gaussquant.encode",
+    "decode_tokens": "gaussquant.decode",
+    "load_tokens": "gaussquant.tokens",
 }
 
 __all__ = sorted(_EXPORTS)
