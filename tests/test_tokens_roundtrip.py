@@ -111,3 +111,20 @@ def test_encode_needs_a_discrete_model(image_dir, tmp_path):
     model.bottleneck.is_discrete = False  # stand-in for a continuous bottleneck
     with pytest.raises(TypeError, match="discrete"):
         encode_folder(model, image_dir, tmp_path / "t.npz", image_size=SIZE)
+
+
+def test_cli_encode_decode_and_error_message(image_dir, tmp_path, capsys):
+    from gaussquant.cli import main
+    from gaussquant.pretrained import save_pretrained
+
+    save_pretrained(tiny_vq(0), tmp_path / "m0", model_config=ModelConfig(arch="unet-tiny", image_size=SIZE),
+                    bottleneck_config=VQConfig(latent_channels=8, codebook_size=300, codebook_dim=4, seed=0))
+    save_pretrained(tiny_vq(1), tmp_path / "m1", model_config=ModelConfig(arch="unet-tiny", image_size=SIZE),
+                    bottleneck_config=VQConfig(latent_channels=8, codebook_size=300, codebook_dim=4, seed=1))
+    tokens = tmp_path / "t.npz"
+    assert main(["encode", str(tmp_path / "m0"), str(image_dir), "--out", str(tokens), "--device", "cpu"]) == 0
+    assert main(["decode", str(tmp_path / "m0"), str(tokens), "--out", str(tmp_path / "png"), "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 5
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "m1"), str(tokens), "--out", str(tmp_path / "x"), "--device", "cpu"]) == 1
+    assert "different model" in capsys.readouterr().err
