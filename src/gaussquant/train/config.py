@@ -123,7 +123,7 @@ class TrainConfig:
 def validate(cfg: TrainConfig) -> None:
     """Raise ValueError naming the first inconsistent field."""
     checks = [
-        (cfg.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, got {cfg.optim.name!r}"),
+        (cfg.optim.name in ("adam", "adamw", "sgd"), f"optim.name must be adam, adamw or sgd, got {cfg.optim.name!r}"),
         (cfg.optim.schedule in ("constant", "cosine"),
          f"optim.schedule must be constant or cosine, got {cfg.optim.schedule!r}"),
         (cfg.optim.grad_accum >= 1, f"optim.grad_accum must be >= 1, got {cfg.optim.grad_accum}"),

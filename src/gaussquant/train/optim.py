@@ -21,13 +21,16 @@ def build_optimizer(
     betas: tuple[float, float],
     weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
-    """Adam (``name="adam"``, L2 decay) or AdamW (``"adamw"``, decoupled decay)."""
+    """Adam (``name="adam"``, L2 decay), AdamW (``"adamw"``, decoupled decay) or SGD (``"sgd"``, momentum
+    ``betas[0]``; its update is linear in the gradient, which makes multi-process equivalence testable)."""
     params = [p for p in params if p.requires_grad]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimiser {name!r}; use adam or adamw")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=betas[0], weight_decay=weight_decay)
+    raise ValueError(f"unknown optimiser {name!r}; use adam, adamw or sgd")
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
