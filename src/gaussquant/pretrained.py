@@ -113,9 +113,20 @@ def describe_model(model: nn.Module, model_config: Any, bottleneck_config: Any) 
     bottleneck = getattr(model, "bottleneck", None)
     if bottleneck is not None and getattr(bottleneck, "is_discrete", False):
         out["bits_per_token"] = float(bottleneck.bits_per_token)
-    if bottleneck is not None and hasattr(bottleneck, "codebook_spec"):
-        out["codebook"] = _plain(bottleneck.codebook_spec())
+    if type(bottleneck_config).__name__ == "GQConfig":
+        out["codebook"] = _gq_codebook(model, bottleneck_config)
     return out
+
+
+def _gq_codebook(model: nn.Module, cfg: Any) -> dict[str, Any]:
+    """method.md section 4: the codebook spec plus the SHA-256 of the codebook the model actually holds."""
+    from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint
+
+    spec = CodebookSpec(method=cfg.codebook_method, codebook_size=cfg.codebook_size,
+                        codebook_dim=cfg.codebook_dim, seed=cfg.seed)
+    held = getattr(model.bottleneck, "codebook", None)
+    codebook = held if isinstance(held, Tensor) else spec.build()
+    return {**spec.to_dict(), "fingerprint": codebook_fingerprint(codebook)}
 
 
 def save_pretrained(
