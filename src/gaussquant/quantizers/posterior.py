@@ -11,6 +11,9 @@ import math
 import torch
 from torch import Tensor
 
+from gaussquant.quantizers.base import channels_last
+from gaussquant.quantizers.grouping import to_groups
+
 LOGVAR_MIN = -30.0
 LOGVAR_MAX = 20.0
 LN2 = math.log(2.0)
@@ -49,3 +52,14 @@ class DiagonalGaussian:
     def kl_bits(self) -> Tensor:
         """KL(q || N(0, I)) per dimension, in bits, same shape as ``mean``."""
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar) / LN2
+
+    def group_kl_bits(self, group_dim: int, grouping: str = "contiguous") -> Tensor:
+        """KL per group of ``group_dim`` channels, in bits: ``(B, H, W, G)`` or ``(B, L, G)`` (token-last).
+
+        A group's KL is the sum of its dimensions' KLs (method.md section 2); ``grouping`` is
+        ``contiguous`` or ``strided`` (see :mod:`gaussquant.quantizers.grouping`).
+        """
+        per_dim = channels_last(self.kl_bits())
+        if per_dim.shape[-1] % group_dim:
+            raise ValueError(f"group_dim {group_dim} does not divide the {per_dim.shape[-1]} latent channels")
+        return to_groups(per_dim, group_dim, grouping).sum(dim=-1)

@@ -1,0 +1,217 @@
+"""The training-time Gaussian VAE bottleneck and the Target Divergence Constraint (method.md sections 2-3).
+
+:class:`GaussianBottleneck` turns an encoder output with 2C channels (mean, logvar) into a latent for the
+decoder: the reparameterised sample ``mean + std * eps`` in train mode, the mean in eval mode. It reports
+the KL of every group of d channels in bits, shape (B, ..., G), and a rate loss that is either
+
+- TDC (:class:`RateController`): lambda * (1/B) * sum over tokens and groups of (w * kl), with the per-group
+  weight w in {lambda_min, 1, lambda_max} depending on where kl lies relative to the band
+  [T - tau, T + tau] around the target T = log2 K bits; or
+- "vanilla" (the ablation): kl_weight * (1/B) * sum over tokens and groups of kl.
+
+The multipliers are registered buffers (checkpointed) and change only when the trainer calls
+``update_rate_controller(kl_bits)`` once per generator step, never inside ``forward`` (so discriminator
+steps and evaluation leave them alone). Updates use statistics of the global batch (all-reduced when
+torch.distributed is initialised) and never synchronise with the host.
+
+Noise: without a ``generator`` the sample uses PyTorch's global RNG, which the trainer seeds; pass a local
+``torch.Generator`` to ``forward`` for a reproducible sample independent of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from gaussquant.quantizers.base import BottleneckOutput, Bottleneck, check_latent
+from gaussquant.quantizers.grouping import check_grouping
+from gaussquant.quantizers.posterior import DiagonalGaussian
+
+__all__ = ["RateController", "GaussianBottleneck", "kl_stats"]
+
+MULTIPLIER_MAX_CLAMP = (1.0, 1e3)
+MULTIPLIER_MIN_CLAMP = (1e-3, 1.0)
+
+
+def _check_kl(kl_bits: Tensor) -> None:
+    if not isinstance(kl_bits, Tensor) or kl_bits.dim() < 2 or kl_bits.numel() == 0:
+        raise ValueError(
+            "kl_bits must be a non-empty (B, ..., G) tensor of per-group KLs in bits; "
+            f"got {tuple(kl_bits.shape) if isinstance(kl_bits, Tensor) else type(kl_bits).__name__}"
+        )
+
+
+def kl_stats(kl_bits: Tensor) -> dict[str, Tensor]:
+    """Detached mean / min / max of per-group KL in bits (local batch), for logging."""
+    kl = kl_bits.detach()
+    return {"kl_bits_mean": kl.mean(), "kl_bits_min": kl.min(), "kl_bits_max": kl.max()}
+
+
+class RateController(nn.Module):
+    """TDC multipliers lambda, lambda_max, lambda_min (method.md section 3), all starting at 1.
+
+    Args:
+        target_bits: T, the target KL per group in bits (log2 K for a codebook of size K); > 0.
+        tolerance_bits: tau, half-width of the band around T; >= 0.
+        factor: f > 1, the multiplicative step of each update.
+        multiplier_clamp: range of lambda (the reference leaves it unbounded; we clamp to keep it finite).
+            lambda_max is clamped to [1, 1e3] and lambda_min to [1e-3, 1] as in the method.
+    """
+
+    def __init__(
+        self,
+        target_bits: float,
+        tolerance_bits: float = 0.5,
+        factor: float = 1.01,
+        multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
+    ) -> None:
+        super().__init__()
+        if not (math.isfinite(target_bits) and target_bits > 0):
+            raise ValueError(f"target_bits must be a positive number of bits; got {target_bits}")
+        if not (math.isfinite(tolerance_bits) and tolerance_bits >= 0):
+            raise ValueError(f"tolerance_bits must be >= 0; got {tolerance_bits}")
+        if not (math.isfinite(factor) and factor > 1):
+            raise ValueError(f"factor must be > 1; got {factor}")
+        low, high = multiplier_clamp
+        if not (0 < low <= 1 <= high):
+            raise ValueError(f"multiplier_clamp must satisfy 0 < low <= 1 <= high; got {multiplier_clamp}")
+        self.target_bits = float(target_bits)
+        self.tolerance_bits = float(tolerance_bits)
+        self.factor = float(factor)
+        self.multiplier_clamp = (float(low), float(high))
+        self.register_buffer("multiplier", torch.ones(()))
+        self.register_buffer("multiplier_max", torch.ones(()))
+        self.register_buffer("multiplier_min", torch.ones(()))
+
+    def extra_repr(self) -> str:
+        return f"target_bits={self.target_bits:g}, tolerance_bits={self.tolerance_bits:g}, factor={self.factor:g}"
+
+    def _global_stats(self, kl_bits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Mean, max and min of kl_bits over the global batch (all ranks), as 0-d tensors."""
+        kl = kl_bits.detach().to(self.multiplier.dtype)
+        total = torch.stack([kl.sum(), torch.full((), float(kl.numel()), dtype=kl.dtype, device=kl.device)])
+        high, low = kl.max(), kl.min()
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(total, op=dist.ReduceOp.SUM)
+            dist.all_reduce(high, op=dist.ReduceOp.MAX)
+            dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        return total[0] / total[1], high, low
+
+    @torch.no_grad()
+    def update(self, kl_bits: Tensor) -> None:
+        """One TDC step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync."""
+        _check_kl(kl_bits)
+        mean, high, low = self._global_stats(kl_bits)
+        up, down = self.factor, 1.0 / self.factor
+        t, tau = self.target_bits, self.tolerance_bits
+        one = torch.ones((), dtype=self.multiplier.dtype, device=self.multiplier.device)
+        self.multiplier.mul_(torch.where(mean > t, one * up, one * down)).clamp_(*self.multiplier_clamp)
+        self.multiplier_max.mul_(torch.where(high > t + tau, one * up, one * down)).clamp_(*MULTIPLIER_MAX_CLAMP)
+        self.multiplier_min.mul_(torch.where(low < t - tau, one * down, one * up)).clamp_(*MULTIPLIER_MIN_CLAMP)
+
+    def weights(self, kl_bits: Tensor) -> Tensor:
+        """Per-group weight w (no gradient): lambda_max above the band, 1 inside, lambda_min below."""
+        kl = kl_bits.detach()
+        t, tau = self.target_bits, self.tolerance_bits
+        w_max = self.multiplier_max.to(kl.dtype)
+        w_min = self.multiplier_min.to(kl.dtype)
+        inside = torch.ones((), dtype=kl.dtype, device=kl.device)
+        return torch.where(kl > t + tau, w_max, torch.where(kl < t - tau, w_min, inside))
+
+    def loss(self, kl_bits: Tensor) -> Tensor:
+        """lambda * batch mean of each image's sum of weighted group KLs: a scalar in bits per image."""
+        _check_kl(kl_bits)
+        weighted = (self.weights(kl_bits) * kl_bits).flatten(1).sum(dim=1).mean()
+        return self.multiplier.to(kl_bits.dtype) * weighted
+
+    def stats(self) -> dict[str, Tensor]:
+        return {
+            "multiplier": self.multiplier.detach().clone(),
+            "multiplier_max": self.multiplier_max.detach().clone(),
+            "multiplier_min": self.multiplier_min.detach().clone(),
+        }
+
+
+class GaussianBottleneck(Bottleneck):
+    """Gaussian VAE bottleneck with per-group KL and a TDC or fixed-weight rate loss.
+
+    Args:
+        latent_channels: C, the channels the decoder receives; the encoder must emit 2C (mean, logvar).
+        group_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
+        target_bits: TDC target T per group in bits (log2 K). Exactly one of target_bits / kl_weight.
+        kl_weight: fixed weight of the KL in bits (the "vanilla" ablation, no TDC).
+        grouping: ``contiguous`` or ``strided`` (method.md section 2).
+        tolerance_bits, factor, multiplier_clamp: passed to :class:`RateController`.
+    """
+
+    def __init__(
+        self,
+        latent_channels: int,
+        group_dim: int,
+        *,
+        target_bits: float | None = None,
+        kl_weight: float | None = None,
+        grouping: str = "contiguous",
+        tolerance_bits: float = 0.5,
+        factor: float = 1.01,
+        multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
+    ) -> None:
+        super().__init__()
+        self.num_groups = check_grouping(latent_channels, group_dim, grouping)
+        if (target_bits is None) == (kl_weight is None):
+            raise ValueError(
+                "give exactly one of target_bits (TDC, e.g. log2 of the codebook size) or kl_weight "
+                f"(vanilla fixed-weight KL); got target_bits={target_bits}, kl_weight={kl_weight}"
+            )
+        if kl_weight is not None and not (math.isfinite(kl_weight) and kl_weight >= 0):
+            raise ValueError(f"kl_weight must be >= 0; got {kl_weight}")
+        self.latent_channels = latent_channels
+        self.in_channels = 2 * latent_channels
+        self.group_dim = group_dim
+        self.grouping = grouping
+        self.kl_weight = None if kl_weight is None else float(kl_weight)
+        self.rate_controller: RateController | None = None
+        if target_bits is not None:
+            self.rate_controller = RateController(target_bits, tolerance_bits, factor, multiplier_clamp)
+
+    def extra_repr(self) -> str:
+        mode = "tdc" if self.rate_controller is not None else f"vanilla kl_weight={self.kl_weight:g}"
+        return (
+            f"latent_channels={self.latent_channels}, group_dim={self.group_dim}, "
+            f"num_groups={self.num_groups}, grouping={self.grouping}, {mode}"
+        )
+
+    def rate_loss(self, kl_bits: Tensor) -> Tensor:
+        """The unweighted rate term in bits per image (TDC-weighted or kl_weight * KL)."""
+        if self.rate_controller is not None:
+            return self.rate_controller.loss(kl_bits)
+        return self.kl_weight * kl_bits.flatten(1).sum(dim=1).mean()
+
+    def update_rate_controller(self, kl_bits: Tensor) -> None:
+        """One TDC step (call once per generator step with ``output.kl_bits``); a no-op for vanilla."""
+        if self.rate_controller is not None:
+            self.rate_controller.update(kl_bits)
+
+    def forward(self, h: Tensor, generator: torch.Generator | None = None) -> BottleneckOutput:
+        """``h``: (B, 2C, H, W) or (B, L, 2C) -> z_hat (B, C, H, W) or (B, L, C), kl_bits (B, H, W, G) / (B, L, G).
+
+        ``z_hat`` is the reparameterised sample in train mode and the mean in eval mode.
+        """
+        check_latent(h, self.in_channels, type(self).__name__)
+        posterior = DiagonalGaussian.from_moments(h)
+        z_hat = posterior.sample(generator) if self.training else posterior.mode()
+        kl_bits = posterior.group_kl_bits(self.group_dim, self.grouping)
+        stats = kl_stats(kl_bits)
+        if self.rate_controller is not None:
+            stats.update(self.rate_controller.stats())
+        return BottleneckOutput(
+            z_hat=z_hat,
+            indices=None,
+            losses={"rate": self.rate_loss(kl_bits)},
+            stats=stats,
+            posterior=posterior,
+            kl_bits=kl_bits,
+        )
