@@ -53,6 +53,19 @@ _EXPORTS: dict[str, str] = {
     "encode_folder": "gaussquant.encode",
     "decode_tokens": "gaussquant.decode",
     "load_tokens": "gaussquant.tokens",
+    "DataConfig": "gaussquant.data.config",
+    "build_dataset": "gaussquant.data.config",
+    "ImageFolderDataset": "gaussquant.data.folder",
+    "DefaultPhotoCrops": "gaussquant.data.default_photos",
+    "default_photos": "gaussquant.data.default_photos",
+    "FashionMNIST": "gaussquant.data.fashion_mnist",
+    "ResumableSampler": "gaussquant.data.sampler",
+    "make_loader": "gaussquant.data.sampler",
+    "LPIPS": "gaussquant.losses.perceptual",
+    "MissingWeightsError": "gaussquant.losses.perceptual",
+    "lpips_available": "gaussquant.losses.perceptual",
+    "ReconstructionMetrics": "gaussquant.eval.metrics",
+    "CodebookUsage": "gaussquant.eval.codebook_stats",
 }
 
 __all__ = sorted(_EXPORTS)
