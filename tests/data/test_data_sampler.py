@@ -50,3 +50,20 @@ def test_loader_batches_follow_sampler():
     order = sampler.epoch_indices(0)
     batches = list(make_loader(data, sampler, batch_size=8))
     assert torch.cat(batches).long().tolist() == order
+
+
+def test_two_workers_give_the_same_batches_as_none(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from gaussquant.data.folder import ImageFolderDataset
+
+    for i in range(6):
+        array = np.random.default_rng(i).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+        Image.fromarray(array).save(tmp_path / f"{i}.png")
+    dataset = ImageFolderDataset(tmp_path, image_size=16, mode="random", flip=True, seed=1)
+    runs = []
+    for workers in (0, 2):
+        sampler = ResumableSampler(len(dataset), seed=2)
+        runs.append(torch.cat(list(make_loader(dataset, sampler, batch_size=4, num_workers=workers))))
+    assert torch.equal(runs[0], runs[1])
