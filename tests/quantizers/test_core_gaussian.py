@@ -50,7 +50,7 @@ def test_weights_and_loss():
     expected = 2.0 * ((4 * 9.0 + 8.2) + (0.5 * 7.0 + 8.5)) / 2
     assert loss.item() == pytest.approx(expected)
     loss.backward()  # the weights carry no gradient: d loss / d kl = multiplier * w / B
-    torch.testing.assert_close(kl.grad, torch.tensor([[[4.0, 1.0]], [[0.25, 1.0]]]))
+    torch.testing.assert_close(kl.grad, torch.tensor([[[4.0, 1.0]], [[0.5, 1.0]]]))
 
 
 def test_update_never_syncs_with_the_host(monkeypatch):
