@@ -321,7 +321,9 @@ def gq_search(
         query, rhs_fn = _query_log_ratio(mean, std, beta, dtype), _rhs_log_ratio
     itemsize = torch.finfo(dtype).bits // 8
     plan = plan_search(n, codes.shape[0], query.shape[1], itemsize, max_memory_bytes)
-    return _blocked_argmax(query, codes, plan, rhs_fn)
+    # Autocast would run the GEMM in half precision and change tokens: the search is always fp32/fp64.
+    with torch.autocast(device_type=mean.device.type, enabled=False):
+        return _blocked_argmax(query, codes, plan, rhs_fn)
 
 
 def nearest_search(z: Tensor, codebook: Tensor, *, max_memory_bytes: int | None = None) -> Tensor:
