@@ -3,8 +3,8 @@
 FD(r, f) = |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r^1/2 S_f S_r^1/2)^1/2) (Heusel et al. 2017).
 Means and covariances come from float64 running sums (sum x, sum x x^T, n), so nothing per image is
 stored. tr((S_r S_f)^1/2) is the sum of the square roots of the eigenvalues of the symmetric PSD
-matrix L^T S_f L, where S_r = L L^T (Cholesky; a symmetric eigen square root when S_r is singular): no
-complex parts, no scipy, checked against ``scipy.linalg.sqrtm`` in the tests.
+matrix L^T S_f L, where S_r = L L^T (Cholesky; pivoted Cholesky when S_r is singular): no complex
+parts, no scipy, checked against ``scipy.linalg.sqrtm`` in the tests.
 
 Feature extractors (never downloaded, never random):
 
@@ -36,17 +36,42 @@ from gaussquant.losses.perceptual import find_weight_file
 INCEPTION_FILE = "inception-2015-12-05.pt"
 
 
+def psd_factor(sigma: np.ndarray, rel_tol: float = 1e-13) -> np.ndarray:
+    """A ``(d, r)`` factor ``L`` with ``sigma = L L^T`` for a symmetric PSD ``sigma``.
+
+    LAPACK Cholesky when ``sigma`` is positive definite (the usual case: more images than feature
+    dimensions); otherwise a diagonally pivoted Cholesky that stops once every remaining diagonal entry
+    is below ``rel_tol * trace`` (rank-revealing, so a rank-r covariance of r + 1 images costs
+    O(d r^2) instead of an O(d^3) eigendecomposition; the neglected residual is PSD with trace below
+    ``d * rel_tol * trace``).
+    """
+    try:
+        return np.linalg.cholesky(sigma)
+    except np.linalg.LinAlgError:
+        pass
+    dim = sigma.shape[0]
+    residual_diag = np.diag(sigma).astype(np.float64).copy()
+    tol = rel_tol * max(float(residual_diag.sum()), np.finfo(np.float64).tiny)
+    factor = np.zeros((dim, dim), dtype=np.float64)
+    rank = 0
+    while rank < dim:
+        pivot = int(np.argmax(residual_diag))
+        if residual_diag[pivot] <= tol:
+            break
+        column = sigma[:, pivot] - factor[:, :rank] @ factor[pivot, :rank]
+        column /= np.sqrt(residual_diag[pivot])
+        factor[:, rank] = column
+        residual_diag -= column**2
+        residual_diag[pivot] = 0.0
+        rank += 1
+    return factor[:, :rank]
+
+
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2) (float64, eigen-based)."""
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
-    sigma1 = (sigma1 + sigma1.T) / 2
-    try:
-        # why Cholesky: S1 = L L^T makes L^T S2 L similar to S1 S2 at a tenth of an eigh's cost
-        factor = np.linalg.cholesky(sigma1)
-    except np.linalg.LinAlgError:  # singular S1 (fewer images than dimensions): exact PSD root
-        values, vectors = np.linalg.eigh(sigma1)
-        factor = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    factor = psd_factor((sigma1 + sigma1.T) / 2)
     inner = factor.T @ sigma2 @ factor
     inner_values = np.linalg.eigvalsh((inner + inner.T) / 2)
     trace_root = float(np.sqrt(np.clip(inner_values, 0, None)).sum())
@@ -159,8 +184,9 @@ class FrechetDistance:
 
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Add a batch of originals and reconstructions ``(B, 3, H, W)`` in [-1, 1]."""
-        self.real.update(self.extractor(x))
-        self.fake.update(self.extractor(x_hat))
+        features = self.extractor(torch.cat([x, x_hat]))  # one pass: half the per-call overhead
+        self.real.update(features[: x.shape[0]])
+        self.fake.update(features[x.shape[0] :])
 
     @property
     def count(self) -> int:
