@@ -86,6 +86,8 @@ def test_corrupt_files_skipped_with_one_warning(tmp_path, caplog):
     assert ds.files == ["good.png"]
     with pytest.raises(ValueError, match="garbage.jpg"):
         ImageFolderDataset(tmp_path, image_size=16, strict=True)
+    lazy = ImageFolderDataset(tmp_path, image_size=16, check_headers=False)  # found at load instead
+    assert len(lazy) == 3 and torch.equal(lazy[0], lazy[1]) and "garbage.jpg" in lazy.skipped
 
 
 def test_truncated_file_lazy_skip_and_strict(tmp_path):

@@ -13,8 +13,9 @@ alpha is composited on white, 16-bit is rescaled) and cropped to ``image_size``:
 
 Corrupt files (when they are found, and what happens):
 
-- **at listing** (always): each file's header is opened (a few bytes; cheap even for large folders).
-  Files that are not images are dropped, with ONE warning that counts and names them.
+- **at listing** (``check_headers=True``, the default): each file's header is opened (one small read
+  per file, in a thread pool). Files that are not images are dropped, with ONE warning that counts and
+  names them. For folders of millions of files on slow storage, ``check_headers=False`` skips this.
 - **full check** (``verify=True``): every image is decoded once at construction in a thread pool, so
   truncated files are dropped too, again with one warning. Use it for evaluation sets, where every
   dropped file must be counted up front.
@@ -104,6 +105,7 @@ class ImageFolderDataset(Dataset):
         strict: a corrupt file is an error instead of being skipped.
         seed: seeds the random crops together with the epoch and the item index.
         verify: decode every file at construction (see the module docstring).
+        check_headers: open every file's header at construction (ignored when ``verify``).
         num_threads: threads for the listing/verification pass.
 
     ``dataset.files`` holds the relative file names; ``dataset[i]`` is the tensor of ``files[i]``
@@ -120,6 +122,7 @@ class ImageFolderDataset(Dataset):
         strict: bool = False,
         seed: int = 0,
         verify: bool = False,
+        check_headers: bool = True,
         num_threads: int = 8,
     ) -> None:
         if mode not in ("center", "random"):
@@ -135,10 +138,12 @@ class ImageFolderDataset(Dataset):
         self.epoch = 0
         self.skipped: dict[str, str] = {}
         files = list_image_files(self.root)
-        check = _decodes if verify else _header_ok
-        with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-            problems = list(pool.map(check, (self.root / name for name in files)))
-        bad = {name: why for name, why in zip(files, problems) if why is not None}
+        bad: dict[str, str] = {}
+        if verify or check_headers:
+            check = _decodes if verify else _header_ok
+            with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
+                problems = list(pool.map(check, (self.root / name for name in files)))
+            bad = {name: why for name, why in zip(files, problems) if why is not None}
         if bad:
             self._report_listing(bad)
         self.files = [name for name in files if name not in bad]
