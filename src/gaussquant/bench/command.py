@@ -6,7 +6,11 @@ import argparse
 import importlib
 
 # benchmark name -> module with add_arguments(parser) and main(args)
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "models": "gaussquant.bench.models",
+    "search": "gaussquant.bench.search",
+    "train": "gaussquant.bench.train",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
