@@ -72,10 +72,10 @@ def test_ema_update_matches_formula():
 def test_ema_converges_to_cluster_means():
     g = torch.Generator().manual_seed(2)
     centers = torch.tensor([[-3.0, 0.0], [3.0, 0.0]])
-    q = VectorQuantizer(2, 2, ema=True, ema_decay=0.8).train()
+    q = VectorQuantizer(2, 2, ema=True, ema_decay=0.6).train()
     _set_codebook(q, torch.tensor([[-1.0, 1.0], [1.0, -1.0]]))
-    for _ in range(60):
-        pts = centers[torch.randint(2, (256,), generator=g)] + 0.1 * torch.randn(256, 2, generator=g)
+    for _ in range(25):
+        pts = centers[torch.randint(2, (128,), generator=g)] + 0.1 * torch.randn(128, 2, generator=g)
         q(pts[None])
     assert torch.allclose(q.codebook, centers, atol=0.1)
 
@@ -114,3 +114,27 @@ def test_bad_arguments():
         q.dequantize(torch.tensor([[[8]]]))
     with pytest.raises(ValueError, match="latent channels"):
         q(torch.randn(1, 3, 2, 2))
+
+
+def _two_rank_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        q = VectorQuantizer(2, 8, ema=True, ema_decay=0.5, restart_threshold=0.9, seed=0).train()
+        g = torch.Generator().manual_seed(100 + rank)  # each rank sees different data
+        for _ in range(3):
+            q(torch.randn(1, 32, 2, generator=g) + 3 * rank)
+        torch.save(q.state_dict(), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow  # spawns two interpreters (a few seconds on an idle 2-core machine)
+def test_ema_and_restarts_stay_in_sync_across_two_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_two_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
