@@ -16,7 +16,7 @@ from gaussquant.quantizers.build import (
 )
 from gaussquant.quantizers.rates import config_bits_per_token, format_rate_table, rate_matched_configs, rate_summary
 
-BASELINES = ("vq", "fsq", "lfq", "bsq", "tokenbridge")
+BASELINES = ("vq", "fsq", "lfq", "bsq", "tokenbridge", "gq", "gaussian", "gaussian_tokenbridge")
 
 
 def test_kinds_are_registered():
@@ -47,7 +47,12 @@ def test_presets_are_rate_matched(bits):
     for name in BASELINES:
         if name == "vq" and bits > 16:
             continue  # building K = 2^16 codebooks is cheap but not needed to check the rate
+        if name == "gq" and bits > 16:
+            continue
         q = build_bottleneck(cfgs[name])
+        if name.startswith("gaussian"):
+            assert q.latent_channels == cfgs[name].latent_channels
+            continue
         assert q.bits_per_token == pytest.approx(config_bits_per_token(cfgs[name]), abs=1e-12)
 
 

@@ -22,6 +22,11 @@ def _gq():
     return mod.GaussianQuantizer(latent_channels=8, codebook_size=64, codebook_dim=4)
 
 
+def _gq_straight_through():
+    mod = _import("gaussquant.quantizers.gaussian_quant")
+    return mod.GaussianQuantizer(latent_channels=8, codebook_size=64, codebook_dim=4, straight_through=True)
+
+
 def _import(name: str):
     try:
         return importlib.import_module(name)
@@ -71,7 +76,8 @@ def _tokenbridge():
 # name -> (factory, trains through the quantizer: gradients must reach the encoder output)
 CASES = {
     "gaussian": (_gaussian, True),
-    "gq": (_gq, None),  # whether GQ passes gradients depends on straight_through; checked if it does
+    "gq": (_gq, False),  # a converted model: no gradient by default
+    "gq_straight_through": (_gq_straight_through, True),
     "vq": (_vq, True),
     "vq_ema_l2": (_vq_ema_l2, True),
     "fsq": (_fsq, True),

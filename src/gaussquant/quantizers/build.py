@@ -25,6 +25,8 @@ class GaussianConfig:
     target_bits: float | None = 16.0
     kl_weight: float | None = None
     grouping: str = "contiguous"
+    tolerance_bits: float = 0.5
+    factor: float = 1.01
 
 
 @dataclass
@@ -42,6 +44,7 @@ class GQConfig:
     grouping: str = "contiguous"
     straight_through: bool = False
     target_bits: float | None = None
+    max_memory_bytes: int | None = None
 
 
 @dataclass
