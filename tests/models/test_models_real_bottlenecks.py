@@ -53,3 +53,13 @@ def test_gq_conversion_tokenize_detokenize(arch):
         torch.testing.assert_close(model.detokenize(indices), out.x_hat)
         # the continuous reconstruction of the GQ model is the Gaussian VAE's eval reconstruction
         torch.testing.assert_close(model.decode_posterior_mean(x), vae(x).x_hat)
+
+
+def test_generator_makes_the_gaussian_sample_reproducible():
+    model = _vae("vit-tiny").train()
+    x = _images()
+    with torch.no_grad():
+        a = model(x, generator=torch.Generator().manual_seed(5)).bottleneck.z_hat
+        b = model(x, generator=torch.Generator().manual_seed(5)).bottleneck.z_hat
+        c = model(x, generator=torch.Generator().manual_seed(6)).bottleneck.z_hat
+    assert torch.equal(a, b) and not torch.equal(a, c)

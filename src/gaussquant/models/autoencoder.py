@@ -99,16 +99,22 @@ class Autoencoder(nn.Module):
             )
         return x
 
-    def encode(self, x: Tensor) -> BottleneckOutput:
-        """Images ``(B, 3, H, W)`` in [-1, 1] -> the bottleneck output (``z_hat``, indices, losses, ...)."""
-        return self.bottleneck(self.encoder(self.check_images(x)))
+    def encode(self, x: Tensor, generator: torch.Generator | None = None) -> BottleneckOutput:
+        """Images ``(B, 3, H, W)`` in [-1, 1] -> the bottleneck output (``z_hat``, indices, losses, ...).
+
+        ``generator`` is handed to the bottleneck (the Gaussian ones draw their posterior sample from it);
+        with None the bottleneck is called as ``bottleneck(h)``.
+        """
+        h = self.encoder(self.check_images(x))
+        return self.bottleneck(h) if generator is None else self.bottleneck(h, generator=generator)
 
     def decode(self, z_hat: Tensor) -> Tensor:
         """Latents ``(B, C, h, w)`` or ``(B, L, C)`` with ``C = latent_channels`` -> images ``(B, 3, H, W)``."""
         return self.decoder(z_hat)
 
-    def forward(self, x: Tensor) -> AutoencoderOutput:
-        out = self.encode(x)
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> AutoencoderOutput:
+        """Images -> :class:`AutoencoderOutput` (``x_hat`` and the bottleneck output); see :meth:`encode`."""
+        out = self.encode(x, generator)
         return AutoencoderOutput(x_hat=self.decode(out.z_hat), bottleneck=out)
 
     def _require_discrete(self, what: str) -> None:
