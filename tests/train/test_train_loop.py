@@ -38,3 +38,14 @@ def test_gan_schedule_tdc_accumulation_ema_and_outputs(tiny_config):
     assert meta["step"] == 3 and meta["train"]["loss"]["gan"]["disc_start"] == 2
     raw, _ = from_pretrained(result.out)
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.state_dict().values(), raw.state_dict().values()))
+
+
+def test_tiny_presets_with_other_bottlenecks_take_a_finite_step(tiny_config):
+    # the gq presets run in the other tests; these cover the fixed-KL, VQ, LFQ and BSQ loss paths
+    for name in ("unet-tiny-vanilla", "unet-tiny-vq", "vit-tiny-lfq", "vit-tiny-bsq"):
+        trainer = Trainer(tiny_config(name, steps=1))
+        before = [p.detach().clone() for p in trainer.c.model_module.parameters()]
+        logs = trainer.train_step()
+        assert torch.isfinite(logs["loss"]), name
+        after = list(trainer.c.model_module.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, after)), name
