@@ -16,6 +16,8 @@ from gaussquant.quantizers.search import (
     _blocked_argmax,
     _query_log_ratio,
     _rhs_log_ratio,
+    _search_gemm,
+    SearchPlan,
     gq_search,
     nearest_search,
     plan_search,
@@ -27,7 +29,7 @@ U32 = 2.0**-24  # float32 unit roundoff
 U64 = 2.0**-53  # float64: d = 1 takes the scalar bisection path, computed in float64
 
 
-def _rounding_bound(mean, std, codebook, rule, beta):
+def _rounding_bound(mean, std, codebook, rule, beta, unit=None):
     """Per-row bound on |GEMM score - exact score|, in the reference's units (which are 2x the GEMM's)."""
     mu, c = mean.double(), codebook.double()
     if rule == "nearest":
@@ -39,18 +41,18 @@ def _rounding_bound(mean, std, codebook, rule, beta):
         a, b = ((beta - inv) * 0.5).abs(), (mu * inv).abs()
         cols = 2 * mu.shape[1]
     mag = a @ c.square().t() + b @ c.abs().t()  # (N, K): sum of |terms| of each dot product
-    unit = U64 if mu.shape[1] == 1 else U32
+    unit = unit or (U64 if mu.shape[1] == 1 else U32)
     return 2.0 * (cols + 8) * unit * mag.amax(dim=1)
 
 
-def assert_matches_reference(idx, mean, std, codebook, rule="log_ratio", beta=1.0, min_clear=0.9):
+def assert_matches_reference(idx, mean, std, codebook, rule="log_ratio", beta=1.0, min_clear=0.9, unit=None):
     ref = reference_scores(mean, std, codebook, rule=rule, beta=beta)
     n, k = ref.shape
     assert idx.dtype == torch.long and idx.shape == (n,)
     assert ((idx >= 0) & (idx < k)).all()
     if n == 0:
         return
-    tol = _rounding_bound(mean, std, codebook, rule, beta)
+    tol = _rounding_bound(mean, std, codebook, rule, beta, unit)
     best = ref.max(dim=1).values
     chosen = ref.gather(1, idx[:, None]).squeeze(1)
     assert (best - chosen <= 2 * tol).all(), "a chosen codeword is worse than the best beyond rounding"
@@ -92,9 +94,9 @@ def test_extreme_sigmas(d, log_std):
 @pytest.mark.parametrize("d", [1, 2, 4, 8, 16])
 def test_nearest_matches_reference(d):
     mean, std, codebook = _inputs(150, 777, d, seed=3 * d)
-    idx = nearest_search(mean, codebook, max_memory_bytes=30_000)
+    idx = nearest_search(mean, codebook, max_memory_bytes=150_000)
     assert_matches_reference(idx, mean, None, codebook, "nearest")
-    assert torch.equal(idx, gq_search(mean, std, codebook, rule="nearest", max_memory_bytes=30_000))
+    assert torch.equal(idx, gq_search(mean, std, codebook, rule="nearest"))
 
 
 @pytest.mark.parametrize("d", [1, 2, 4])
@@ -104,14 +106,22 @@ def test_exact_ties_go_to_lowest_index(d, rule):
     g = torch.Generator().manual_seed(11)
     base = torch.randint(-2, 3, (5, d), generator=g).float()
     codebook = torch.cat([base, base.flip(0), base])  # every codeword appears 2-3 times
-    mean = torch.randint(-3, 4, (200, d), generator=g).float()
-    std = torch.where(torch.rand(200, d, generator=g) < 0.5, 0.5, 1.0)
+    mean = torch.randint(-3, 4, (40, d), generator=g).float()
+    std = torch.where(torch.rand(40, d, generator=g) < 0.5, 0.5, 1.0)
     for beta in (0.0, 1.0):
         ref = reference_search(mean, std, codebook, rule=rule, beta=beta)
         for budget in (None, 1_000):  # 1 kB: duplicates fall into different blocks
             idx = gq_search(mean, std, codebook, rule=rule, beta=beta, max_memory_bytes=budget)
             assert torch.equal(idx, ref)
         assert int(idx.max()) < 5 + 5  # the third copy (indices 10..14) never wins
+
+
+def test_gemm_path_also_serves_d1():
+    # the bisection replaces the GEMM for d = 1; both agree with the reference
+    mean, std, codebook = _inputs(200, 100, 1, seed=9)
+    for beta in (1.0, 0.0):
+        idx = _search_gemm(mean, std, codebook, beta, 200_000)
+        assert_matches_reference(idx, mean, std, codebook, "log_ratio", beta, unit=U32)
 
 
 def test_scalar_path_convex_and_flat_cases():
@@ -127,8 +137,7 @@ def test_scalar_path_convex_and_flat_cases():
 
 def test_selective_and_plain_merges_agree():
     mean, std, codebook = _inputs(300, 2000, 8, seed=5)
-    plan = plan_search(300, 2000, 16, 4, 100_000)
-    assert plan.row_block < 300 and plan.code_block < 2000
+    plan = SearchPlan(row_block=128, code_block=512, query_cols=16, itemsize=4, working_bytes=0, prebuild=True)
     query = _query_log_ratio(mean, std, 1.0, torch.float32)
     fast = _blocked_argmax(query, codebook, plan, _rhs_log_ratio, selective=True)
     plain = _blocked_argmax(query, codebook, plan, _rhs_log_ratio, selective=False)

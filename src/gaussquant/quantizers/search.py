@@ -303,15 +303,28 @@ def gq_search(
     if n == 0:
         return torch.empty(0, dtype=torch.long, device=mean.device)
     if d == 1:
-        dtype = _exact_dtype(mean.device)
-        mu = mean[:, 0].to(dtype)
-        if std is None:
-            return _search_1d(mu, torch.ones_like(mu, dtype=torch.bool), None, None, codebook)
-        var = std[:, 0].to(dtype).square()
-        denom = 1.0 - beta * var
-        concave = denom > 0
-        center = torch.where(concave, mu / torch.where(concave, denom, torch.ones_like(denom)), torch.zeros_like(mu))
-        return _search_1d(center, concave, (beta - var.reciprocal()) * 0.5, mu / var, codebook)
+        return _search_scalar(mean, std, codebook, beta)
+    return _search_gemm(mean, std, codebook, beta, max_memory_bytes)
+
+
+def _search_scalar(mean: Tensor, std: Tensor | None, codebook: Tensor, beta: float) -> Tensor:
+    """d = 1 by bisection (validated inputs; ``std=None`` means rule ``nearest``)."""
+    dtype = _exact_dtype(mean.device)
+    mu = mean[:, 0].to(dtype)
+    if std is None:
+        return _search_1d(mu, torch.ones_like(mu, dtype=torch.bool), None, None, codebook)
+    var = std[:, 0].to(dtype).square()
+    denom = 1.0 - beta * var
+    concave = denom > 0
+    center = torch.where(concave, mu / torch.where(concave, denom, torch.ones_like(denom)), torch.zeros_like(mu))
+    return _search_1d(center, concave, (beta - var.reciprocal()) * 0.5, mu / var, codebook)
+
+
+def _search_gemm(
+    mean: Tensor, std: Tensor | None, codebook: Tensor, beta: float, max_memory_bytes: int | None
+) -> Tensor:
+    """Blocked GEMM + running argmax for any d (validated inputs; ``std=None`` means rule ``nearest``)."""
+    n = mean.shape[0]
     dtype = _compute_dtype(mean, codebook if std is None else std, codebook)
     _warn_tf32(mean.device)
     codes = codebook.to(dtype)
