@@ -6,14 +6,16 @@ on each step is a generator update followed by a discriminator update on the sam
 generator's detached reconstructions (no extra encode/decode, no wasted batch). The TDC multipliers are
 updated once per generator step, from the KL of the whole global batch (the RateController all-reduces).
 
-Determinism: model init from ``seed``; the reparameterisation noise from the torch RNG seeded per rank
-(``seed``, rank) whose state is checkpointed; data order from the :class:`ResumableSampler` whose position
-is checkpointed. A resumed run therefore continues bit for bit on CPU.
+Determinism: model init from ``seed``; the reparameterisation noise from a local ``torch.Generator``
+seeded per rank (``seed``, rank), and anything else random (dropout) from the global RNG, also seeded per
+rank; both states are checkpointed for every rank. Data order comes from the :class:`ResumableSampler`
+whose position is checkpointed. A resumed run therefore continues bit for bit on CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -60,6 +62,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.consumed = 0  # samples of this epoch used by finished steps (this rank)
+        self.noise = None  # the bottleneck's sampling generator, when its forward takes one
+        if "generator" in inspect.signature(self.c.model_module.bottleneck.forward).parameters:
+            self.noise = torch.Generator(device=self.info.device)
+            self.noise.manual_seed(cfg.seed * 1_000_003 + 7919 * (self.info.rank + 1) + 1)
         ckpt = latest_checkpoint(self.out / "checkpoints")
         if ckpt is not None:
             self._restore(ckpt)
@@ -103,7 +109,7 @@ class Trainer:
             c.disc_module.requires_grad_(False)  # the G pass must not touch D's gradients
         for i, x in enumerate(xs):
             with self._sync(c.model, i == len(xs) - 1), self._amp:
-                out = c.model(x)
+                out = c.model(x) if self.noise is None else c.model(x, generator=self.noise)
                 obj = c.objective(x, out.x_hat, out.bottleneck)
                 loss = obj.loss
                 if gan:
@@ -200,6 +206,8 @@ class Trainer:
         """Write a checkpoint (rank 0 writes; every rank contributes its RNG state)."""
         c = self.c
         rng = {"torch": torch.get_rng_state()}
+        if self.noise is not None:
+            rng["noise"] = self.noise.get_state()
         if self.info.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
         rngs = [rng]
@@ -255,6 +263,8 @@ class Trainer:
         if len(rngs) != self.info.world_size:
             raise ValueError(f"checkpoint was written by {len(rngs)} processes; resume with the same number")
         torch.set_rng_state(rngs[self.info.rank]["torch"].cpu())
+        if self.noise is not None:
+            self.noise.set_state(rngs[self.info.rank]["noise"].cpu())
         if "cuda" in rngs[self.info.rank] and self.info.device.type == "cuda":
             torch.cuda.set_rng_state(rngs[self.info.rank]["cuda"].cpu(), self.info.device)
         self.step = int(state["step"])
