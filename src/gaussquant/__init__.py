@@ -15,6 +15,10 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "TrainConfig": "gaussquant.train.config",
+    "load_config": "gaussquant.train.config",
+    "save_pretrained": "gaussquant.pretrained",
+    "from_pretrained": "gaussquant.pretrained",
     "Autoencoder": "gaussquant.models.autoencoder",
     "ModelConfig": "gaussquant.models.presets",
     "build_autoencoder": "gaussquant.models.presets",
