@@ -42,6 +42,9 @@ def test_actnorm_initialises_from_first_training_batch_only():
     assert int(norm.initialized) == 1
     torch.testing.assert_close(y.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(y.std(dim=(0, 2, 3)), torch.ones(4), atol=1e-4, rtol=0)
+    # the one-pass float64 moments equal the plain per-channel mean / std
+    torch.testing.assert_close(norm.loc.detach().flatten(), -x.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(norm.scale.detach().flatten(), 1 / (x.transpose(0, 1).reshape(4, -1).std(dim=1) + 1e-6))
     loc = norm.loc.detach().clone()
     norm(x * 10)  # a second batch must not re-initialise
     assert torch.equal(norm.loc.detach(), loc)

@@ -8,8 +8,8 @@ N(0, 0.02), norm scales from N(1, 0.02).
 
 ActNorm (Glow) is written here because torch has none: a per-channel affine map whose shift and scale are
 set, once, from the first training batch so that that batch comes out with zero mean and unit variance
-per channel; afterwards they are ordinary learned parameters. Whether it was initialised is a registered
-buffer, so a loaded checkpoint never re-initialises.
+per channel (moments summed over all ranks under torch.distributed); afterwards they are ordinary learned
+parameters. Whether it was initialised is a registered buffer, so a loaded checkpoint never re-initialises.
 """
 
 from __future__ import annotations
@@ -31,14 +31,29 @@ class ActNorm(nn.Module):
 
     @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set ``loc = -mean``, ``scale = 1 / (std + 1e-6)`` per channel from the batch ``x``."""
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1)
-        self.loc.copy_(-flat.mean(dim=1).view_as(self.loc))
-        self.scale.copy_((1.0 / (flat.std(dim=1) + 1e-6)).view_as(self.scale))
+        """Set ``loc = -mean``, ``scale = 1 / (std + 1e-6)`` per channel (unbiased std) from the batch ``x``.
+
+        Under torch.distributed the moments are summed over all ranks first, so that every rank starts
+        from the same parameters (a per-rank init would make the replicas diverge for good).
+        """
+        # float64 sums keep the one-pass variance exact enough; MPS has no float64
+        dtype = torch.float32 if x.device.type == "mps" else torch.float64
+        flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).to(dtype)
+        count = torch.full((1,), flat.shape[1], dtype=dtype, device=x.device)
+        moments = torch.cat([flat.sum(dim=1), flat.pow(2).sum(dim=1), count])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(moments)
+        c = x.shape[1]
+        n = moments[-1]
+        mean = moments[:c] / n
+        var = ((moments[c : 2 * c] - n * mean.pow(2)) / (n - 1).clamp_min(1)).clamp_min(0)
+        self.loc.copy_(-mean.view_as(self.loc).to(self.loc.dtype))
+        self.scale.copy_((1.0 / (var.sqrt() + 1e-6)).view_as(self.scale).to(self.scale.dtype))
         self.initialized.fill_(1)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training and int(self.initialized) == 0:
+        # the flag is read on the host once per forward until set; meta tensors (shape checks) skip init
+        if self.training and not x.is_meta and int(self.initialized) == 0:
             self.initialize(x)
         return self.scale * (x + self.loc)
 
