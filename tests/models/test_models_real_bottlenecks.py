@@ -63,3 +63,19 @@ def test_generator_makes_the_gaussian_sample_reproducible():
         b = model(x, generator=torch.Generator().manual_seed(5)).bottleneck.z_hat
         c = model(x, generator=torch.Generator().manual_seed(6)).bottleneck.z_hat
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_paper_autoencoder_state_dict_maps_to_reference_with_prefixes():
+    """In an Autoencoder the reference keys carry ``encoder.`` / ``decoder.``; nothing else is renamed."""
+    import json
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "reference_unet_paper_state_dict_shapes.json"
+    reference = json.loads(fixture.read_text())
+    with torch.device("meta"):
+        model = build_autoencoder(ModelConfig(arch="unet-paper", image_size=256), GaussianBottleneck(16, 16, target_bits=16.0))
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    for part in ("encoder", "decoder"):
+        ours = {k[len(part) + 1 :]: v for k, v in shapes.items() if k.startswith(part + ".")}
+        assert ours == reference[part]
+    assert all(k.split(".")[0] in {"encoder", "decoder", "bottleneck"} for k in shapes)

@@ -130,7 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="timed forward+backward steps after one warm-up")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in the workers (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads in the workers (default: torch's)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -40,7 +40,9 @@ class Autoencoder(nn.Module):
         convert_grayscale: repeat a single-channel input to 3 channels instead of raising.
     """
 
-    def __init__(self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module, *, convert_grayscale: bool = False) -> None:
+    def __init__(
+        self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module, *, convert_grayscale: bool = False
+    ) -> None:
         super().__init__()
         enc_out = getattr(encoder, "out_channels", None)
         if enc_out is not None and enc_out != bottleneck.in_channels:

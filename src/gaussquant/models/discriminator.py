@@ -74,7 +74,9 @@ class PatchDiscriminator(nn.Module):
     ``2^n_layers * 3`` pixels on a side.
     """
 
-    def __init__(self, *, in_channels: int = 3, base_channels: int = 64, n_layers: int = 3, norm: str = "actnorm") -> None:
+    def __init__(
+        self, *, in_channels: int = 3, base_channels: int = 64, n_layers: int = 3, norm: str = "actnorm"
+    ) -> None:
         super().__init__()
         if norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}; got {norm!r}")

@@ -62,9 +62,15 @@ class ViTArch:
 
 
 ARCH_PRESETS: dict[str, UNetArch | ViTArch] = {
-    "unet-tiny": UNetArch(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_levels=(), z_channels=8),
-    "unet-small": UNetArch(base_channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attn_levels=(3,), z_channels=16),
-    "unet-paper": UNetArch(base_channels=128, channel_mults=(1, 2, 4, 4), num_res_blocks=2, attn_levels=(3,), z_channels=16),
+    "unet-tiny": UNetArch(
+        base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_levels=(), z_channels=8
+    ),
+    "unet-small": UNetArch(
+        base_channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=1, attn_levels=(3,), z_channels=16
+    ),
+    "unet-paper": UNetArch(
+        base_channels=128, channel_mults=(1, 2, 4, 4), num_res_blocks=2, attn_levels=(3,), z_channels=16
+    ),
     "vit-tiny": ViTArch(patch_size=4, width=128, depth=2, heads=4, z_channels=8),
     "vit-small": ViTArch(patch_size=8, width=384, depth=6, heads=6, z_channels=16),
     "vit-paper": ViTArch(patch_size=8, width=768, depth=12, heads=12, z_channels=16),
@@ -117,7 +123,9 @@ class ModelConfig:
         return self.preset.z_channels
 
 
-def build_encoder_decoder(model_cfg: ModelConfig, enc_out_channels: int, dec_in_channels: int) -> tuple[nn.Module, nn.Module]:
+def build_encoder_decoder(
+    model_cfg: ModelConfig, enc_out_channels: int, dec_in_channels: int
+) -> tuple[nn.Module, nn.Module]:
     """The encoder (emitting ``enc_out_channels``) and decoder (taking ``dec_in_channels``) of a preset."""
     arch, size = model_cfg.preset, model_cfg.image_size
     if isinstance(arch, UNetArch):
