@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("run a benchmark (search, ...) and print its table", "gaussquant.bench.command"),
     "convert": ("convert a Gaussian VAE to a GQ VQ-VAE (prints the convertibility report)", "gaussquant.convert"),
     "encode": ("tokenize a folder of images into a tokens .npz", "gaussquant.encode"),
+    "demo": ("the main job: train a tiny TDC Gaussian VAE, convert to GQ, tokenize, report", "gaussquant.demo"),
     "decode": ("decode a tokens .npz into PNG images", "gaussquant.decode"),
     "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report", "gaussquant.eval.command"),
     "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)", "gaussquant.train.command"),

@@ -8,6 +8,7 @@ import importlib
 # benchmark name -> module with add_arguments(parser) and main(args)
 BENCHMARKS: dict[str, str] = {
     "models": "gaussquant.bench.models",
+    "quality": "gaussquant.bench.quality",
     "search": "gaussquant.bench.search",
     "train": "gaussquant.bench.train",
 }

@@ -17,7 +17,11 @@ from gaussquant.quantizers.base import Bottleneck
 
 @dataclass
 class GaussianConfig:
-    """Gaussian VAE bottleneck (TDC when ``target_bits`` is set, fixed ``kl_weight`` otherwise)."""
+    """Gaussian VAE bottleneck (TDC when ``target_bits`` is set, fixed ``kl_weight`` otherwise).
+
+    ``factor``: the TDC multipliers' step f (method.md section 3: 1.01; short CPU runs use a larger one so
+    that lambda can move far enough within a few hundred steps).
+    """
 
     kind: ClassVar[str] = "gaussian"
     latent_channels: int = 16
@@ -25,6 +29,7 @@ class GaussianConfig:
     target_bits: float | None = 16.0
     kl_weight: float | None = None
     grouping: str = "contiguous"
+    factor: float = 1.01
     tolerance_bits: float = 0.5
     factor: float = 1.01
 

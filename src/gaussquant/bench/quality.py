@@ -1,0 +1,249 @@
+"""Rate-matched quality: GQ against VQ, FSQ, LFQ, BSQ and TokenBridge at equal bits per token (method.md 6).
+
+For each architecture (tiny UNet, tiny ViT), rate B (bits per token) and seed, every method gets the same
+architecture, data (seeded crops of the bundled training photos, or ``--data DIR``), steps, batch,
+optimizer, learning rate and seed:
+
+- ``gq``: a Gaussian VAE with TDC at B bits per group (one group per token, d = C), converted to GQ with
+  K = 2^B and no training (Sobol codebook, seed 42, log-ratio search);
+- ``vq``, ``fsq``, ``lfq``, ``bsq``: trained end to end with their quantizer (``rate_matched_configs(B)``);
+- ``tokenbridge``: TokenBridge at B / C bits per channel on a vanilla Gaussian VAE (fixed KL weight);
+- ``tokenbridge_tdc``: TokenBridge on a Gaussian VAE trained with TDC at d = 1, B / C bits per dimension.
+  Both TokenBridge variants use a range fitted to the training latents (``fit_range``): the fair, tuned
+  variant; TokenBridge's own default mapping is the documented mismatch (method.md section 6).
+
+Everything is evaluated on the held-out photos (``evaluate``: PSNR on uint8, SSIM, fd_effnet_lite0,
+codebook usage and index entropy over the whole set). One training serves every method that shares it (the
+vanilla VAE serves TokenBridge at every rate). Trainings run in ``--jobs`` processes of one thread each;
+a finished run directory is reused (the trainer resumes at its last step), so an interrupted benchmark
+continues where it stopped. Writes ``OUT/results.json``, ``OUT/table.md`` and ``OUT/figures/rd_*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+METHODS = ("gq", "vq", "fsq", "lfq", "bsq", "tokenbridge", "tokenbridge_tdc")
+ARCHS = {"unet": "unet-tiny", "vit": "vit-tiny"}
+
+
+@dataclass
+class QualityConfig:
+    """The benchmark grid and the shared training recipe (same for every method)."""
+
+    archs: tuple[str, ...] = ("unet", "vit")
+    rates: tuple[int, ...] = (8, 12)
+    seeds: tuple[int, ...] = (0, 1)
+    methods: tuple[str, ...] = METHODS
+    steps: int = 400
+    batch_size: int = 8
+    lr: float = 1e-3
+    image_size: int = 32
+    latent_channels: int = 4
+    tdc_factor: float = 1.03
+    vanilla_kl_weight: float = 0.01
+    eval_crops: int = 128
+    data: str | None = None
+    out: str = "runs/bench-quality"
+    jobs: int = 2
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS] + [a for a in self.archs if a not in ARCHS]
+        if bad:
+            raise ValueError(f"unknown methods/archs {bad}; methods: {METHODS}, archs: {tuple(ARCHS)}")
+        for b in self.rates:
+            if b % self.latent_channels:
+                raise ValueError(f"rate {b} must be divisible by latent_channels {self.latent_channels} (TokenBridge)")
+        if self.steps < 1 or self.jobs < 1 or not self.seeds:
+            raise ValueError("steps and jobs must be >= 1 and at least one seed is needed")
+
+
+@dataclass
+class Unit:
+    """One training run and the methods evaluated on it: ``uses`` = [(method, bits)]."""
+
+    arch: str
+    seed: int
+    name: str
+    bottleneck: Any
+    uses: list[tuple[str, int]] = field(default_factory=list)
+
+
+def plan(cfg: QualityConfig) -> list[Unit]:
+    """The training units of the grid (each trained once)."""
+    from gaussquant.quantizers.build import GaussianConfig
+    from gaussquant.quantizers.rates import rate_matched_configs
+
+    c = cfg.latent_channels
+    units: dict[tuple[str, int, str], Unit] = {}
+
+    def add(arch: str, seed: int, name: str, bottleneck: Any, method: str, bits: int) -> None:
+        unit = units.setdefault((arch, seed, name), Unit(arch, seed, name, bottleneck))
+        unit.uses.append((method, bits))
+
+    for arch in cfg.archs:
+        for seed in cfg.seeds:
+            for bits in cfg.rates:
+                configs = rate_matched_configs(bits, latent_channels=c)
+                for method in cfg.methods:
+                    if method == "gq":
+                        g = GaussianConfig(latent_channels=c, group_dim=c, target_bits=float(bits), factor=cfg.tdc_factor)
+                        add(arch, seed, f"tdc-{bits}", g, method, bits)
+                    elif method == "tokenbridge":
+                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=None,
+                                           kl_weight=cfg.vanilla_kl_weight)
+                        add(arch, seed, "vanilla", g, method, bits)
+                    elif method == "tokenbridge_tdc":
+                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=float(bits // c),
+                                           factor=cfg.tdc_factor)
+                        add(arch, seed, f"tdc-d1-{bits}", g, method, bits)
+                    else:
+                        add(arch, seed, f"{method}-{bits}", configs[method], method, bits)
+    return list(units.values())
+
+
+def train_config(cfg: QualityConfig, unit: Unit, out: Path) -> Any:
+    """The TrainConfig of one unit: the shared recipe, only the bottleneck differs."""
+    from gaussquant.data.config import DataConfig
+    from gaussquant.models.presets import ModelConfig
+    from gaussquant.train.config import LossConfig, OptimConfig, TrainConfig
+
+    data = (DataConfig(source="folder", path=cfg.data, image_size=cfg.image_size) if cfg.data
+            else DataConfig(image_size=cfg.image_size, num_crops=4096))
+    return TrainConfig(
+        model=ModelConfig(arch=ARCHS[unit.arch], image_size=cfg.image_size), bottleneck=unit.bottleneck,
+        data=data, optim=OptimConfig(lr=cfg.lr, betas=(0.5, 0.9), warmup_steps=20),
+        loss=LossConfig(l1_weight=1.0, learned_logvar=True, rate_weight=0.1), steps=cfg.steps,
+        batch_size=cfg.batch_size, seed=unit.seed, out=str(out), log_every=50, image_every=cfg.steps,
+        ckpt_every=cfg.steps, keep_last=1, device="cpu" if not torch.cuda.is_available() else "auto",
+    )
+
+
+def _discrete_model(model: Any, method: str, bits: int, cfg: QualityConfig, train_data: Any) -> Any:
+    """The evaluated model: the trained one, its GQ conversion, or TokenBridge on its latent."""
+    from gaussquant.convert import to_gaussian_quant
+    from gaussquant.models.autoencoder import Autoencoder
+    from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
+
+    if method == "gq":
+        return to_gaussian_quant(model, 2**bits)
+    if method in ("tokenbridge", "tokenbridge_tdc"):
+        tb = TokenBridgeQuantizer(cfg.latent_channels, bits // cfg.latent_channels)
+        x = torch.stack([train_data[i] for i in range(min(512, len(train_data)))])
+        with torch.no_grad():
+            tb.fit_range(model.encode(x).posterior.mean)
+        return Autoencoder(model.encoder, tb, model.decoder).eval()
+    return model.eval()
+
+
+def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list[dict[str, Any]]:
+    """Train (or reuse) one unit, then evaluate every method that uses it; returns result rows."""
+    from gaussquant.data.config import build_dataset
+    from gaussquant.eval.evaluate import build_eval_dataset, evaluate
+    from gaussquant.train.trainer import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(cfg.out) / "runs" / unit.arch / f"seed{unit.seed}" / unit.name
+    tcfg = train_config(cfg, unit, out)
+    t0 = time.perf_counter()
+    trainer = Trainer(tcfg)
+    trainer.fit()
+    seconds = time.perf_counter() - t0
+    model = trainer.c.model_module.eval()
+    train_data, _ = build_dataset(tcfg.data)
+    eval_data, description = build_eval_dataset(cfg.data, cfg.image_size, cfg.eval_crops)
+    rows = []
+    for method, bits in unit.uses:
+        m = _discrete_model(model, method, bits, cfg, train_data)
+        r = evaluate(m, eval_data, batch_size=64, metric_options=dict(lpips=False, rfid=False, ms_ssim=False))
+        kl = r.get("kl_bits") or {}
+        rows.append({
+            "arch": unit.arch, "method": method, "rate": bits, "seed": unit.seed, "unit": unit.name,
+            "bits_per_token": r["bits_per_token"], "bpp": r["bpp"], "codebook_size": r["codebook_size"],
+            "num_groups": r["num_groups"], "psnr": r["psnr"], "ssim": r["ssim"], "fd": r["fd_effnet_lite0"],
+            "usage": r["codebook_usage"], "entropy_bits": r["index_entropy_bits"],
+            "max_entropy_bits": r.get("max_entropy_bits"), "continuous_psnr": (r.get("continuous") or {}).get("psnr"),
+            "kl_mean": kl.get("mean"), "kl_min": kl.get("min"), "kl_max": kl.get("max"),
+            "train_seconds": seconds, "steps": trainer.step, "eval_images": r["num_images"], "eval_data": description,
+        })
+    return rows
+
+
+def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Run the grid (Python API behind ``gaussquant bench quality``); writes results, table and figures."""
+    from gaussquant.bench.quality_report import write_outputs
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    units = plan(cfg)
+    t0 = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(units), desc="bench quality (trainings)", position=0)
+    if cfg.jobs == 1:
+        for unit in units:
+            rows += run_unit(cfg, unit)
+            bar is not None and bar.update()
+    else:
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        # why: tiny models scale badly over threads; one thread per process uses the cores better
+        with ProcessPoolExecutor(cfg.jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(run_unit, cfg, unit, 1) for unit in units]
+            for fut in as_completed(futures):
+                rows += fut.result()
+                bar is not None and bar.update()
+                (out / "results.partial.json").write_text(json.dumps(rows, indent=1))
+    if bar is not None:
+        bar.close()
+    summary = {"config": asdict(cfg), "seconds": time.perf_counter() - t0, "rows": rows}
+    write_outputs(summary, out)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    d = QualityConfig()
+    ints = lambda s: tuple(int(v) for v in s.split(","))  # noqa: E731
+    strs = lambda s: tuple(v for v in s.split(",") if v)  # noqa: E731
+    parser.add_argument("--data", help="image folder (train/ and val/ subfolders, or one folder); default photos")
+    parser.add_argument("--rates", type=ints, default=d.rates, help="bits per token, comma separated (8,12)")
+    parser.add_argument("--seeds", type=ints, default=d.seeds, help="seeds, comma separated (0,1)")
+    parser.add_argument("--archs", type=strs, default=d.archs, help="unet,vit")
+    parser.add_argument("--methods", type=strs, default=d.methods, help=",".join(METHODS))
+    parser.add_argument("--steps", type=int, default=d.steps, help=f"training steps of every run ({d.steps})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr, help="learning rate of every method")
+    parser.add_argument("--eval-crops", type=int, default=d.eval_crops, help="held-out crops evaluated")
+    parser.add_argument("--vanilla-kl-weight", type=float, default=d.vanilla_kl_weight)
+    parser.add_argument("--tdc-factor", type=float, default=d.tdc_factor)
+    parser.add_argument("--jobs", type=int, default=d.jobs, help="parallel training processes (1 thread each)")
+    parser.add_argument("--out", default=d.out)
+
+
+def main(args: argparse.Namespace) -> int:
+    from gaussquant.bench.quality_report import format_table
+
+    cfg = QualityConfig(archs=args.archs, rates=args.rates, seeds=args.seeds, methods=args.methods,
+                        steps=args.steps, batch_size=args.batch_size, lr=args.lr, eval_crops=args.eval_crops,
+                        vanilla_kl_weight=args.vanilla_kl_weight, tdc_factor=args.tdc_factor, data=args.data,
+                        out=args.out, jobs=args.jobs)
+    summary = run(cfg)
+    print(format_table(summary["rows"]))
+    print(f"{len(summary['rows'])} results in {summary['seconds']:.0f} s; table, JSON and figures in {cfg.out}")
+    return 0
