@@ -9,6 +9,9 @@ import importlib
 BENCHMARKS: dict[str, str] = {
     "models": "gaussquant.bench.models",
     "quality": "gaussquant.bench.quality",
+    "theory": "gaussquant.bench.theory",
+    "conversion": "gaussquant.bench.conversion",
+    "spread": "gaussquant.bench.spread",
     "search": "gaussquant.bench.search",
     "train": "gaussquant.bench.train",
 }

@@ -147,21 +147,30 @@ def _discrete_model(model: Any, method: str, bits: int, cfg: QualityConfig, trai
     return model.eval()
 
 
+def unit_dir(cfg: QualityConfig, arch: str, seed: int, name: str) -> Path:
+    """Where the run of one unit lives (reused by the claims benchmarks)."""
+    return Path(cfg.out) / "runs" / arch / f"seed{seed}" / name
+
+
+def train_unit(cfg: QualityConfig, unit: Unit) -> tuple[Any, Any, float, int]:
+    """Train (or resume / reuse a finished run of) one unit: ``(model in eval mode, TrainConfig, s, steps)``."""
+    from gaussquant.train.trainer import Trainer
+
+    tcfg = train_config(cfg, unit, unit_dir(cfg, unit.arch, unit.seed, unit.name))
+    t0 = time.perf_counter()
+    trainer = Trainer(tcfg)
+    trainer.fit()
+    return trainer.c.model_module.eval(), tcfg, time.perf_counter() - t0, trainer.step
+
+
 def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list[dict[str, Any]]:
     """Train (or reuse) one unit, then evaluate every method that uses it; returns result rows."""
     from gaussquant.data.config import build_dataset
     from gaussquant.eval.evaluate import build_eval_dataset, evaluate
-    from gaussquant.train.trainer import Trainer
 
     if threads:
         torch.set_num_threads(threads)
-    out = Path(cfg.out) / "runs" / unit.arch / f"seed{unit.seed}" / unit.name
-    tcfg = train_config(cfg, unit, out)
-    t0 = time.perf_counter()
-    trainer = Trainer(tcfg)
-    trainer.fit()
-    seconds = time.perf_counter() - t0
-    model = trainer.c.model_module.eval()
+    model, tcfg, seconds, steps = train_unit(cfg, unit)
     train_data, _ = build_dataset(tcfg.data)
     eval_data, description = build_eval_dataset(cfg.data, cfg.image_size, cfg.eval_crops)
     rows = []
@@ -176,7 +185,7 @@ def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list
             "usage": r["codebook_usage"], "entropy_bits": r["index_entropy_bits"],
             "max_entropy_bits": r.get("max_entropy_bits"), "continuous_psnr": (r.get("continuous") or {}).get("psnr"),
             "kl_mean": kl.get("mean"), "kl_min": kl.get("min"), "kl_max": kl.get("max"),
-            "train_seconds": seconds, "steps": trainer.step, "eval_images": r["num_images"], "eval_data": description,
+            "train_seconds": seconds, "steps": steps, "eval_images": r["num_images"], "eval_data": description,
         })
     return rows
 

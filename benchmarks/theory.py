@@ -1,0 +1,6 @@
+"""Theorem check: Monte-Carlo large-error probability vs log K - KL with exact curve and bounds (docs/RESULTS.md)."""
+import sys
+
+from gaussquant.cli import main
+
+sys.exit(main(["bench", "theory", *sys.argv[1:]]))

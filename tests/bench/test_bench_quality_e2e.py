@@ -1,0 +1,29 @@
+"""A reduced ``bench quality`` end to end: 2 training steps, GQ and FSQ, one rate, one seed."""
+
+import json
+
+from gaussquant.bench.quality import QualityConfig, run
+from gaussquant.bench.quality_report import aggregate, format_table
+
+
+def test_bench_quality_reduced(tmp_path):
+    cfg = QualityConfig(archs=("unet",), rates=(8,), seeds=(0,), methods=("gq", "fsq"), steps=2, eval_crops=4,
+                        out=str(tmp_path / "bq"), jobs=1)
+    summary = run(cfg, progress=False)
+    rows = summary["rows"]
+    assert sorted(r["method"] for r in rows) == ["fsq", "gq"]
+    gq = next(r for r in rows if r["method"] == "gq")
+    fsq = next(r for r in rows if r["method"] == "fsq")
+    assert gq["bits_per_token"] == 8 and gq["bpp"] == 8 * 64 / 32**2 and gq["codebook_size"] == 256
+    assert abs(fsq["bits_per_token"] - 8) < 0.2  # FSQ [8,6,5]: log2 240
+    for r in rows:
+        assert r["eval_images"] == 4 and 0 <= r["usage"] <= 1 and r["psnr"] > 0 and r["fd"] is not None
+    assert gq["continuous_psnr"] is not None  # GQ keeps the continuous path for the conversion gap
+    out = tmp_path / "bq"
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
+    assert (out / "figures" / "rd_unet.png").is_file()
+    table = (out / "table.md").read_text()
+    assert "GQ (TDC VAE -> GQ)" in table and "0.5000" in table
+    # mean +- std over seeds: one seed -> std 0
+    assert all(e["psnr_std"] == 0.0 for e in aggregate(rows))
+    assert format_table(rows).count("\n") == 3
