@@ -50,8 +50,8 @@ RULES = ("log_ratio", "nearest")
 DEFAULT_MAX_MEMORY_BYTES = 64 * 2**20
 # Preferred block shape: small enough for the score block to stay in a CPU's L2/L3 cache, large enough
 # for the GEMM to run near its peak (tuned with benchmarks/search.py on a 2-core CPU).
-_ROW_BLOCK = 1024
-_CODE_BLOCK = 1024
+_ROW_BLOCK = 2048
+_CODE_BLOCK = 512
 _warned_tf32 = False
 
 
@@ -203,8 +203,8 @@ def _merge_block(s: Tensor, k0: int, b_val: Tensor, b_idx: Tensor, selective: bo
     val = s.amax(dim=1)
     rows = (val > b_val).nonzero().squeeze(1)
     if rows.numel():
-        b_idx.index_copy_(0, rows, s.index_select(0, rows).argmax(dim=1) + k0)
-        b_val.index_copy_(0, rows, val.index_select(0, rows))
+        b_idx.index_copy_(0, rows, s.index_select(0, rows).argmax(dim=1).add_(k0))
+        torch.maximum(b_val, val, out=b_val)
 
 
 def _query_log_ratio(mean: Tensor, std: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
