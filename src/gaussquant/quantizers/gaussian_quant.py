@@ -160,7 +160,9 @@ class GaussianQuantizer(DiscreteBottleneck):
         return quantizer.to(bottleneck_device(bottleneck))
 
     # -- state loading: the codebook must match its fingerprint and this quantizer's codebook ---------------
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:  # type: ignore[override]
+        # args: local_metadata, strict, missing_keys, unexpected_keys, error_msgs (torch's signature)
+        error_msgs = args[-1]
         key, fp_key = prefix + "codebook", prefix + "codebook_sha256"
         if key in state_dict and fp_key in state_dict:
             stored = bytes(state_dict[fp_key].to(torch.uint8).tolist()).hex()
@@ -178,7 +180,7 @@ class GaussianQuantizer(DiscreteBottleneck):
                     "checkpoint's codebook spec, or pass its codebook explicitly; a changed codebook generator "
                     "would change every token"
                 )
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     # -- quantize / dequantize --------------------------------------------------------------------------------
     def _groups(self, x: Tensor) -> Tensor:
@@ -234,7 +236,9 @@ class GaussianQuantizer(DiscreteBottleneck):
         if self.rate_controller is not None:
             losses["rate"] = self.rate_controller.loss(kl_bits)
             stats.update(self.rate_controller.stats())
-        return BottleneckOutput(z_hat=z_hat, indices=indices, losses=losses, stats=stats, posterior=posterior, kl_bits=kl_bits)
+        return BottleneckOutput(
+            z_hat=z_hat, indices=indices, losses=losses, stats=stats, posterior=posterior, kl_bits=kl_bits
+        )
 
 
 def bottleneck_device(module: torch.nn.Module) -> torch.device:

@@ -127,7 +127,9 @@ def _check_queries(mean: Tensor, std: Tensor | None, codebook: Tensor) -> None:
         raise ValueError(f"mean must be a floating-point (N, d) tensor; got {_describe(mean)}")
     if std is not None:
         if not isinstance(std, Tensor) or not std.is_floating_point() or std.shape != mean.shape:
-            raise ValueError(f"std must be a floating-point tensor shaped like mean {tuple(mean.shape)}; got {_describe(std)}")
+            raise ValueError(
+                f"std must be a floating-point tensor shaped like mean {tuple(mean.shape)}; got {_describe(std)}"
+            )
     if codebook.device != mean.device:
         raise ValueError(f"codebook is on {codebook.device} but the queries are on {mean.device}")
     _check_codebook(codebook, mean.shape[1])
