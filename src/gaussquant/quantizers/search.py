@@ -75,7 +75,9 @@ class SearchPlan:
 def plan_search(n: int, k: int, query_cols: int, itemsize: int = 4, max_memory_bytes: int | None = None) -> SearchPlan:
     """Choose row and codeword block sizes whose working memory stays within ``max_memory_bytes``."""
     budget = DEFAULT_MAX_MEMORY_BYTES if max_memory_bytes is None else int(max_memory_bytes)
-    rows, codes = max(1, min(n, _ROW_BLOCK)), max(1, min(k, _CODE_BLOCK))
+    rows = max(1, min(n, _ROW_BLOCK))
+    # Few rows: widen the codeword block so the score block keeps its area (fewer, larger kernels).
+    codes = max(1, min(k, max(_CODE_BLOCK, (_ROW_BLOCK * _CODE_BLOCK) // rows)))
 
     def cost(r: int, c: int) -> int:
         # scores (r, c) + block max values and int64 indices (r,) + query (r, q) + codewords (q, c)
