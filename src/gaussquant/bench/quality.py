@@ -52,7 +52,7 @@ class QualityConfig:
     image_size: int = 32
     latent_channels: int = 4
     tdc_factor: float = 1.03
-    vanilla_kl_weight: float = 0.01
+    vanilla_kl_weight: float = 0.3
     eval_crops: int = 128
     data: str | None = None
     out: str = "runs/bench-quality"
@@ -92,8 +92,9 @@ def plan(cfg: QualityConfig) -> list[Unit]:
         unit = units.setdefault((arch, seed, name), Unit(arch, seed, name, bottleneck))
         unit.uses.append((method, bits))
 
-    for arch in cfg.archs:
-        for seed in cfg.seeds:
+    # seed-major order: an interrupted run still holds the whole grid for the first seeds
+    for seed in cfg.seeds:
+        for arch in cfg.archs:
             for bits in cfg.rates:
                 configs = rate_matched_configs(bits, latent_channels=c)
                 for method in cfg.methods:

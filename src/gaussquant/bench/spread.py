@@ -38,7 +38,7 @@ def kl_values(model: Any, data: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def run(out: str | Path = "runs/bench-spread", *, quality_out: str = "runs/bench-quality", steps: int = 400,
-        vanilla_kl_weight: float = 0.01, eval_crops: int = 128) -> dict[str, Any]:
+        vanilla_kl_weight: float = 0.3, eval_crops: int = 128) -> dict[str, Any]:
     from gaussquant.bench.quality import QualityConfig, plan, train_unit
     from gaussquant.eval.evaluate import build_eval_dataset
 
@@ -99,7 +99,7 @@ def plot(values: dict[str, tuple[torch.Tensor, torch.Tensor]], path: Path) -> Pa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quality-out", default="runs/bench-quality", help="bench quality's --out")
     parser.add_argument("--steps", type=int, default=400, help="steps if a model must be trained here")
-    parser.add_argument("--vanilla-kl-weight", type=float, default=0.01)
+    parser.add_argument("--vanilla-kl-weight", type=float, default=0.3)
     parser.add_argument("--eval-crops", type=int, default=128)
     parser.add_argument("--out", default="runs/bench-spread")
 
