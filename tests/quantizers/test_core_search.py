@@ -203,3 +203,14 @@ def test_cuda_matches_reference():
         assert_matches_reference(idx, mean, std, codebook)
         idx = nearest_search(mean.cuda().half(), codebook.cuda()).cpu()
         assert torch.equal(idx, nearest_search(mean.half().float(), codebook))
+
+
+def test_prepared_codebook_cache_never_serves_a_modified_codebook():
+    mean, std, codebook = _inputs(50, 40, 1, seed=4)
+    first = gq_search(mean, std, codebook)
+    codebook.mul_(-1.0)  # in place: the version counter changes, the cache must miss
+    assert torch.equal(gq_search(mean, std, codebook), reference_search(mean, std, codebook))
+    assert not torch.equal(first, gq_search(mean, std, codebook))
+    codebook[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="codebook contains NaN"):
+        gq_search(mean, std, codebook)

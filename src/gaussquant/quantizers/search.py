@@ -27,6 +27,7 @@ Written by hand because no library offers a blocked argmax over a quadratic scor
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -100,6 +101,25 @@ def plan_search(n: int, k: int, query_cols: int, itemsize: int = 4, max_memory_b
     return SearchPlan(rows, codes, query_cols, itemsize, working, prebuild)
 
 
+# Per-codebook preparations (finiteness check, sorted distinct values for d = 1), reused across calls with
+# the same codebook tensor: keyed by id, valid only while a weak reference still points at that very tensor
+# and its in-place version counter is unchanged, so a freed, reused or modified tensor never hits.
+_PREPARED: dict[tuple[int, str], tuple[weakref.ref, int, object]] = {}
+_PREPARED_MAX = 8
+
+
+def _prepared(codebook: Tensor, what: str, build):
+    key = (id(codebook), what)
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0]() is codebook and hit[1] == codebook._version:
+        return hit[2]
+    value = build()
+    if len(_PREPARED) >= _PREPARED_MAX:
+        _PREPARED.pop(next(iter(_PREPARED)))
+    _PREPARED[key] = (weakref.ref(codebook), codebook._version, value)
+    return value
+
+
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
@@ -114,7 +134,7 @@ def _check_codebook(codebook: Tensor, d: int | None = None) -> None:
             f"codeword dimension {codebook.shape[1]} differs from the query dimension {d}: "
             f"codebook {tuple(codebook.shape)}; queries must be (N, {codebook.shape[1]})"
         )
-    if not bool(torch.isfinite(codebook).all()):
+    if not _prepared(codebook, "finite", lambda: bool(torch.isfinite(codebook).all())):
         raise ValueError("codebook contains NaN or infinite values")
 
 
@@ -233,6 +253,15 @@ def _rhs_nearest(codes: Tensor) -> Tensor:
     return torch.cat([codes, codes.square().sum(dim=1, keepdim=True) * -0.5], dim=1).t()
 
 
+def _distinct_sorted(codebook: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Distinct values of a (K, 1) codebook, ascending, and the lowest index holding each."""
+    k = codebook.shape[0]
+    values, inverse = torch.unique(codebook[:, 0].to(dtype), sorted=True, return_inverse=True)
+    order = torch.arange(k, device=codebook.device)
+    first = torch.full((values.shape[0],), k, dtype=torch.long, device=codebook.device)
+    return values, first.scatter_reduce(0, inverse, order, reduce="amin")
+
+
 def _search_1d(center: Tensor, concave: Tensor, a: Tensor | None, b: Tensor | None, codebook: Tensor) -> Tensor:
     """d = 1: the codeword nearest to ``center`` where the score is concave, else the better extreme.
 
@@ -241,11 +270,7 @@ def _search_1d(center: Tensor, concave: Tensor, a: Tensor | None, b: Tensor | No
     and the argmax is the smallest or the largest codeword. Works on distinct sorted values, each carrying
     the lowest index holding it, so ties go to the lowest index.
     """
-    k = codebook.shape[0]
-    values, inverse = torch.unique(codebook[:, 0].to(center.dtype), sorted=True, return_inverse=True)
-    order = torch.arange(k, device=codebook.device)
-    first = torch.full((values.shape[0],), k, dtype=torch.long, device=codebook.device)
-    first = first.scatter_reduce(0, inverse, order, reduce="amin")
+    values, first = _prepared(codebook, f"sorted-{center.dtype}", lambda: _distinct_sorted(codebook, center.dtype))
     last = values.shape[0] - 1
     pos = torch.searchsorted(values, center.contiguous())  # values[pos-1] < center <= values[pos]
     lo, hi = (pos - 1).clamp(0, last), pos.clamp(0, last)
