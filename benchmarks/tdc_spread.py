@@ -3,4 +3,5 @@ import sys
 
 from gaussquant.cli import main
 
-sys.exit(main(["bench", "spread", *sys.argv[1:]]))
+if __name__ == "__main__":  # the quality benchmark spawns worker processes that re-import this file
+    sys.exit(main(["bench", "spread", *sys.argv[1:]]))
