@@ -129,7 +129,7 @@ def run(
     device: str = "auto",
     seed: int = 0,
     photo_size: int = 128,
-    eval_crops: int = 256,
+    eval_crops: int = 128,
 ) -> DemoResult:
     """Train, convert, tokenize, evaluate and report (module docstring). Python API behind ``gaussquant demo``.
 
