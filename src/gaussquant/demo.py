@@ -177,13 +177,14 @@ def summary_rows(result: DemoResult) -> list[tuple[str, str, str, str]]:
         return "n/a" if v is None else spec.format(v)
 
     rows = []
-    for key, label, spec in (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
-                             ("fd_effnet_lite0", "FD EffNet-Lite0", "{:.3f}")):
+    crops = f"{r['num_images']} held-out crops"
+    for key, label, spec in (("psnr", f"PSNR (dB), {crops}", "{:.2f}"), ("ssim", f"SSIM, {crops}", "{:.4f}"),
+                             ("fd_effnet_lite0", f"FD EffNet-Lite0, {crops}", "{:.3f}")):
         q, c = r.get(key), cont.get(key)
         gap = fmt(q - c, "{:+.3f}") if q is not None and c is not None else "n/a"
         rows.append((label, fmt(c, spec), fmt(q, spec), gap))
     for name, (c, q) in result.photo_psnr.items():
-        rows.append((f"PSNR photo {name} (dB)", f"{c:.2f}", f"{q:.2f}", f"{q - c:+.2f}"))
+        rows.append((f"PSNR whole photo {name} (dB)", f"{c:.2f}", f"{q:.2f}", f"{q - c:+.2f}"))
     k = r["codebook_size"]
     kl = r.get("kl_bits") or {}
     rows += [
