@@ -49,6 +49,7 @@ def test_conversion_experiments_on_toy_model(tmp_path):
     vae = _toy_vae()
     data = _Images(4)
     row = conversion._evaluate(vae, data, codebook_size=16, codebook_method="normal", seed=3)
+    assert conversion._mean_std([None, 1.0, 3.0]) == (2.0, 2 ** 0.5) and conversion._mean_std([None]) is None
     assert row["bits_per_token"] == 4 and row["log2_k"] == 4 and row["seed"] == 3
     assert set(row["continuous"]) == {"psnr", "ssim", "fd_effnet_lite0"}
     path = conversion.plot_size([row, {**row, "log2_k": 5.0}], 4, tmp_path / "size.png")

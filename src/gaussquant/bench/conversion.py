@@ -40,12 +40,13 @@ def load_tdc_model(model: str | Path | None, quality_out: str, steps: int) -> An
     return train_unit(cfg, plan(cfg)[0])[0]
 
 
-def _evaluate(model: Any, data: Any, **convert: Any) -> dict[str, Any]:
+def _evaluate(model: Any, data: Any, fd: bool = True, **convert: Any) -> dict[str, Any]:
     from gaussquant.convert import to_gaussian_quant
     from gaussquant.eval.evaluate import evaluate
 
     gq = to_gaussian_quant(model, **convert)
-    r = evaluate(gq, data, batch_size=64, metric_options=dict(lpips=False, rfid=False, ms_ssim=False))
+    r = evaluate(gq, data, batch_size=64, metric_options=dict(lpips=False, rfid=False, ms_ssim=False, fd_effnet=fd))
+    log.info("GQ %s: PSNR %.3f", convert, r["psnr"])
     row = {k: r[k] for k in KEYS}
     row.update(bits_per_token=r["bits_per_token"], bpp=r["bpp"], log2_k=math.log2(convert["codebook_size"]),
                continuous={k: r["continuous"][k] for k in ("psnr", "ssim", "fd_effnet_lite0")},
@@ -55,7 +56,8 @@ def _evaluate(model: Any, data: Any, **convert: Any) -> dict[str, Any]:
 
 def run(out: str | Path = "runs/bench-conversion", *, model: str | Path | None = None,
         quality_out: str = "runs/bench-quality", steps: int = 400, target_bits: int = 8, seeds: int = 5,
-        eval_crops: int = 128, experiments: tuple[str, ...] = ("size", "seed", "rule")) -> dict[str, Any]:
+        eval_crops: int = 128, experiments: tuple[str, ...] = ("size", "seed", "rule"), fd: bool = True
+        ) -> dict[str, Any]:
     """Run the experiments; returns ``{"size": [...], "seed": [...], "rule": [...], "summary": {...}}``."""
     from gaussquant.eval.evaluate import build_eval_dataset
 
@@ -64,15 +66,15 @@ def run(out: str | Path = "runs/bench-conversion", *, model: str | Path | None =
     k0 = 2**target_bits
     result: dict[str, Any] = {"eval_data": description, "target_bits": target_bits}
     if "size" in experiments:
-        result["size"] = [_evaluate(vae, data, codebook_size=2**b)
+        result["size"] = [_evaluate(vae, data, fd, codebook_size=2**b)
                           for b in range(max(1, target_bits - 4), target_bits + 5)]
     if "seed" in experiments:
-        result["seed"] = [_evaluate(vae, data, codebook_size=k0, codebook_method=m, seed=s)
+        result["seed"] = [_evaluate(vae, data, fd, codebook_size=k0, codebook_method=m, seed=s)
                           for m in ("sobol", "normal") for s in range(seeds)]
         result["summary"] = {m: {k: _mean_std([r[k] for r in result["seed"] if r["codebook_method"] == m])
                                  for k in KEYS} for m in ("sobol", "normal")}
     if "rule" in experiments:
-        result["rule"] = [_evaluate(vae, data, codebook_size=k0, rule=rule, beta=beta)
+        result["rule"] = [_evaluate(vae, data, fd, codebook_size=k0, rule=rule, beta=beta)
                           for rule, beta in (("log_ratio", 1.0), ("log_ratio", 0.0), ("nearest", 1.0))]
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -82,7 +84,10 @@ def run(out: str | Path = "runs/bench-conversion", *, model: str | Path | None =
     return result
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float | None]) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -97,8 +102,10 @@ def plot_size(rows: list[dict[str, Any]], target_bits: int, path: Path) -> Path:
     for i, (key, label) in enumerate((("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("fd_effnet_lite0", "FD EffNet-Lite0"),
                                       ("codebook_usage", "codebook usage"))):
         ax = fig.add_subplot(1, 4, i + 1)
+        if rows[0][key] is None:
+            continue
         ax.plot(x, [r[key] for r in rows], "o-", color="black", label="GQ (quantized)")
-        if key in rows[0]["continuous"]:
+        if rows[0]["continuous"].get(key) is not None:
             ax.plot(x, [r["continuous"][key] for r in rows], "--", color="tab:blue", label="continuous (posterior mean)")
         ax.axvline(target_bits, color="tab:red", lw=1, label=f"TDC target {target_bits} bits")
         kl = rows[0].get("kl_mean")
@@ -118,7 +125,7 @@ def format_result(result: dict[str, Any]) -> str:
 
     def row(name: str, r: dict[str, Any]) -> str:
         c = r["continuous"]
-        return (f"{name:<28} {r['psnr']:7.2f} {c['psnr']:7.2f} {r['ssim']:7.4f} {r['fd_effnet_lite0']:8.2f} "
+        return (f"{name:<28} {r['psnr']:7.2f} {c['psnr']:7.2f} {r['ssim']:7.4f} {r['fd_effnet_lite0'] or float('nan'):8.2f} "
                 f"{r['codebook_usage']:6.3f} {r['index_entropy_bits'] / r['log2_k']:6.3f} {r['bpp']:7.4f}")
 
     head = f"{'conversion':<28} {'PSNR':>7} {'PSNRcon':>7} {'SSIM':>7} {'FD':>8} {'usage':>6} {'H/logK':>6} {'bpp':>7}"
@@ -130,7 +137,7 @@ def format_result(result: dict[str, Any]) -> str:
                          f"{r['codebook_method']} seed {r['seed']}" if name == "seed" else f"{r['rule']} beta={r['beta']:g}")
                 lines.append(row(label, r))
     for method, stats in (result.get("summary") or {}).items():
-        lines.append(f"{method}: " + ", ".join(f"{k} {m:.4f} ± {s:.4f}" for k, (m, s) in stats.items()))
+        lines.append(f"{method}: " + ", ".join(f"{k} {v[0]:.4f} ± {v[1]:.4f}" for k, v in stats.items() if v))
     return "\n".join(lines)
 
 
@@ -143,12 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="codebook seeds per method")
     parser.add_argument("--eval-crops", type=int, default=128)
     parser.add_argument("--experiments", default="size,seed,rule")
+    parser.add_argument("--no-fd", action="store_true", help="skip fd_effnet_lite0 (the slow part on a CPU)")
     parser.add_argument("--out", default="runs/bench-conversion")
 
 
 def main(args: argparse.Namespace) -> int:
     result = run(args.out, model=args.model, quality_out=args.quality_out, steps=args.steps,
                  target_bits=args.target_bits, seeds=args.seeds, eval_crops=args.eval_crops,
-                 experiments=tuple(e for e in args.experiments.split(",") if e))
+                 experiments=tuple(e for e in args.experiments.split(",") if e), fd=not args.no_fd)
     print(format_result(result))
     return 0
