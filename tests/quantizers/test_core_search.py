@@ -15,7 +15,7 @@ import torch
 from gaussquant.quantizers.search import (
     _blocked_argmax,
     _query_log_ratio,
-    _rhs_log_ratio,
+    _features_log_ratio,
     _search_gemm,
     SearchPlan,
     gq_search,
@@ -135,13 +135,30 @@ def test_scalar_path_convex_and_flat_cases():
     assert torch.equal(idx, reference_search(mean, std, codebook))
 
 
-def test_selective_and_plain_merges_agree():
-    mean, std, codebook = _inputs(300, 2000, 8, seed=5)
-    plan = SearchPlan(row_block=128, code_block=512, query_cols=16, itemsize=4, working_bytes=0, prebuild=True)
-    query = _query_log_ratio(mean, std, 1.0, torch.float32)
-    fast = _blocked_argmax(query, codebook, plan, _rhs_log_ratio, selective=True)
-    plain = _blocked_argmax(query, codebook, plan, _rhs_log_ratio, selective=False)
-    assert torch.equal(fast, plain)
+@pytest.mark.parametrize(
+    "rows, codes, sub",
+    [(128, 512, 64), (7, 128, 64), (300, 1000, 64), (300, 1000, 1), (33, 1000, 1000), (1, 24, 8), (300, 999, 37)],
+    ids=["default-shape", "ragged-rows", "one-block-partial-sub", "sub-1", "sub-K", "tiny", "odd"],
+)
+def test_two_pass_argmax_equals_plain_argmax_for_any_blocking(rows, codes, sub):
+    # float64 scores: the blocked two-pass argmax must equal a plain argmax of the same scores, whatever the
+    # row, codeword and sub-block sizes (K = 1000 is not a multiple of any of them, so runs are partial).
+    mean, std, codebook = _inputs(300, 1000, 8, seed=5)
+    query = _query_log_ratio(mean.double(), std.double(), 1.0, torch.float64)
+    codes64 = codebook.double()
+    plain = (query @ _features_log_ratio(codes64).t()).argmax(dim=1)
+    for prebuild in (True, False):
+        plan = SearchPlan(rows, codes, sub, query_cols=16, itemsize=8, working_bytes=0, prebuild=prebuild)
+        assert torch.equal(_blocked_argmax(query, codes64, plan, _features_log_ratio), plain)
+
+
+def test_plan_keeps_sub_blocks_inside_codeword_blocks():
+    cases = [(512, 65536, None), (65536, 65536, 2**20), (97, 1000, 120_000), (5, 15, 1_000), (9, 513, 50_000)]
+    for n, k, budget in cases:
+        plan = plan_search(n, k, 32, 4, budget)
+        assert plan.code_block == k or plan.code_block % plan.sub_block == 0
+        assert 1 <= plan.sub_block <= plan.code_block <= k and 1 <= plan.row_block <= n
+        assert plan.working_bytes <= (budget or 64 * 2**20)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -214,3 +231,23 @@ def test_prepared_codebook_cache_never_serves_a_modified_codebook():
     codebook[3, 0] = float("nan")
     with pytest.raises(ValueError, match="codebook contains NaN"):
         gq_search(mean, std, codebook)
+
+
+def test_cached_features_follow_the_codebook_and_are_dropped_with_it():
+    from gaussquant.quantizers import search
+
+    mean, std, codebook = _inputs(60, 300, 4, seed=12)
+    first = gq_search(mean, std, codebook)
+    keys = [key for key in search._PREPARED if key[0] == id(codebook)]
+    assert any("features" in key[1] for key in keys)
+    codebook.mul_(-1.0)  # in place: the cached features must be rebuilt
+    assert torch.equal(gq_search(mean, std, codebook), reference_search(mean, std, codebook))
+    assert not torch.equal(first, gq_search(mean, std, codebook))
+    del codebook
+    assert not any(key in search._PREPARED for key in keys)
+
+
+def test_queries_that_require_grad_are_searched_without_a_graph():
+    mean, std, codebook = _inputs(20, 100, 4, seed=13)
+    idx = gq_search(mean.requires_grad_(), std, codebook.requires_grad_())
+    assert torch.equal(idx, gq_search(mean.detach(), std, codebook.detach()))

@@ -1,8 +1,9 @@
 """Codebook search speed and memory: gq_search vs the plain broadcast and one unblocked GEMM + argmax.
 
 For K = 2^16 codewords and each d in {1, 4, 8, 16} and N rows (256, 512, 4096, 65536) it measures, in one
-run: the best-of-``repeats`` time of ``gq_search`` (rule ``log_ratio``, beta 1), its GFLOP/s (the
-2 N K 2d multiply-adds of its [a, b] x [c^2; c] GEMM), its peak extra memory; the same for the plain
+run: the best time (of at least ``repeats`` runs and of as many as fill one second, see ``best_time``) of
+``gq_search`` (rule ``log_ratio``, beta 1), its GFLOP/s (the 2 N K 2d multiply-adds of its score GEMM),
+its peak extra memory; the same for the plain
 (N, K, d) broadcast (float32, at the N where it fits) and for one unblocked (N, K) GEMM + argmax (where the
 N x K scores fit); for d = 1 also the GEMM path that the bisection replaces; and the machine's SGEMM GFLOP/s
 on a 4096^3 matmul as the roof.
@@ -33,7 +34,7 @@ import torch
 from gaussquant.quantizers.codebooks import gaussian_codebook
 from gaussquant.quantizers.search import (
     _query_log_ratio,
-    _rhs_log_ratio,
+    _features_log_ratio,
     _search_gemm,
     gq_search,
     plan_search,
@@ -95,12 +96,24 @@ def peak_extra_bytes(fn: Callable[[], object]) -> float | None:
     return (_rss_kib("VmHWM") - before) * 1024.0
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
+MIN_TIMED_SECONDS = 1.0  # each time is the best of at least `repeats` runs and of as many as fill this
+
+
+def best_time(
+    fn: Callable[[], object], repeats: int, min_total: float = MIN_TIMED_SECONDS, max_runs: int = 100
+) -> float:
+    """Best wall time of ``fn`` over at least ``repeats`` runs, continued until ``min_total`` seconds are spent.
+
+    The same rule for every method: a call that takes longer than ``min_total`` runs ``repeats`` times, a
+    short one runs until the time is filled, so short calls are not judged on one noisy moment of a shared
+    machine while long ones already average over it.
+    """
+    best, spent, runs = float("inf"), 0.0, 0
+    while runs < repeats or (spent < min_total and runs < max_runs):
         start = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        best, spent, runs = min(best, elapsed), spent + elapsed, runs + 1
     return best
 
 
@@ -120,7 +133,7 @@ def _plain(mean, std, codebook) -> torch.Tensor:
 
 def _unblocked(mean, std, codebook) -> torch.Tensor:
     query = _query_log_ratio(mean, std, 1.0, torch.float32)
-    return (query @ _rhs_log_ratio(codebook)).argmax(dim=1)
+    return (query @ _features_log_ratio(codebook).t()).argmax(dim=1)
 
 
 def _mib(x: float | None) -> float | None:
@@ -128,25 +141,26 @@ def _mib(x: float | None) -> float | None:
 
 
 # -- the benchmark ---------------------------------------------------------------------------------------
-def measure(d: int, n: int, codebook: torch.Tensor, repeats: int, seed: int) -> Row:
+def measure(d: int, n: int, codebook: torch.Tensor, repeats: int, seed: int,
+            min_seconds: float = MIN_TIMED_SECONDS) -> Row:
     g = torch.Generator().manual_seed(seed + 1000 * d + n)
     mean = torch.randn(n, d, generator=g)
     std = torch.exp(torch.empty(n, d).uniform_(-2.0, 0.0, generator=g))
     k = codebook.shape[0]
     search = lambda: gq_search(mean, std, codebook)  # noqa: E731
     peak = peak_extra_bytes(search)
-    t = best_time(search, repeats)
+    t = best_time(search, repeats, min_seconds)
     plan = plan_search(n, k, 2 * d)
     plan_bytes = plan.working_bytes + n * (2 * d * 4 + 8)  # + the (N, 2d) query and the (N,) output
     row = Row(d, n, t, None if d == 1 else 2 * n * k * 2 * d / t / 1e9, _mib(peak), plan_bytes / MiB)
     if d == 1:
-        row.gemm_path_s = best_time(lambda: _search_gemm(mean, std, codebook, 1.0, None), repeats)
+        row.gemm_path_s = best_time(lambda: _search_gemm(mean, std, codebook, 1.0, None), repeats, min_seconds)
     if n <= PLAIN_MAX_ROWS:
         row.plain_peak_mib = _mib(peak_extra_bytes(lambda: _plain(mean, std, codebook)))
-        row.plain_s = best_time(lambda: _plain(mean, std, codebook), 1)
+        row.plain_s = best_time(lambda: _plain(mean, std, codebook), 1, min_seconds)  # runs take seconds: 1 repeat
     if n * k * 4 <= UNBLOCKED_MAX_BYTES:
         row.unblocked_peak_mib = _mib(peak_extra_bytes(lambda: _unblocked(mean, std, codebook)))
-        row.unblocked_s = best_time(lambda: _unblocked(mean, std, codebook), repeats)
+        row.unblocked_s = best_time(lambda: _unblocked(mean, std, codebook), repeats, min_seconds)
     logger.info("d=%d N=%d: gq %.4f s", d, n, t)
     return row
 
@@ -169,6 +183,7 @@ def run(
     rows: tuple[int, ...] = (256, 512, 4096, 65536),
     repeats: int = 3,
     seed: int = 0,
+    min_seconds: float = MIN_TIMED_SECONDS,
 ) -> dict:
     """Run the benchmark; returns {"machine", "sgemm_gflops", "rows": [Row as dict], "targets"}."""
     info = machine()
@@ -178,7 +193,7 @@ def run(
         codebook = gaussian_codebook(codebook_size, d)
         gq_search(torch.zeros(8, d), torch.ones(8, d), codebook)  # warm-up
         for n in rows:
-            results.append(measure(d, n, codebook, repeats, seed))
+            results.append(measure(d, n, codebook, repeats, seed, min_seconds))
     info["load_after"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {"machine": info, "codebook_size": codebook_size, "sgemm_gflops": roof,
             "rows": [asdict(r) for r in results], "targets": targets(results, roof)}

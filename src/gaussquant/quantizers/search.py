@@ -9,17 +9,18 @@ Rules, for a posterior N(mu, diag sigma^2) of one group and codewords c_k in R^d
 
 Both are the argmax of a quadratic score, score_k = sum_i a_i c_ki^2 + b_i c_ki, with
 a = (beta - 1/sigma^2) / 2, b = mu / sigma^2 (log_ratio) or a = -1/2, b = mu (nearest). The fast path
-computes the scores as one GEMM of the query rows [a, b] (N, 2d) against [c^2; c] (2d, K) (for ``nearest``
-the cheaper [mu, 1] (N, d+1) against [c; -||c||^2 / 2]) and keeps a running argmax while it walks over
-blocks of rows and codewords, so it never holds N x K x d values nor all N x K scores; the block sizes
-follow ``max_memory_bytes``. For d = 1 the argmax is the codeword nearest to mu / (1 - beta sigma^2)
-(when that denominator is positive; otherwise an extreme codeword), found by bisection in a sorted copy of
-the codebook: O(log K) per row.
+computes the scores as GEMMs of codeword features [c^2, c] (K, 2d) against the query rows [a, b] (N, 2d)
+(for ``nearest`` the cheaper [c, -||c||^2 / 2] against [mu, 1]), block by block over rows and codewords.
+Each score block is reduced at once to the maxima of its runs of 64 codewords; afterwards only the first
+run holding a row's maximum is scored again, to find the codeword (see ``_blocked_argmax``). It never
+holds N x K x d values nor all N x K scores; the block sizes follow ``max_memory_bytes``. For d = 1 the
+argmax is the codeword nearest to mu / (1 - beta sigma^2) (when that denominator is positive; otherwise an
+extreme codeword), found by bisection in a sorted copy of the codebook: O(log K) per row.
 
-Ties go to the lowest index everywhere (``torch.max`` returns the first maximum of a block and a later
-block must be strictly better to replace it). Half-precision inputs are computed in float32, float64
-inputs in float64. On CUDA, TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``) would round the
-scores to 10-bit mantissas and change tokens; the search then logs a warning once.
+Ties go to the lowest index everywhere (the first run holding the maximum, then the first maximum within
+it). Half-precision inputs are computed in float32, float64 inputs in float64. On CUDA, TF32 matmuls
+(``torch.backends.cuda.matmul.allow_tf32``) would round the scores to 10-bit mantissas and change tokens;
+the search then logs a warning once.
 
 Written by hand because no library offers a blocked argmax over a quadratic score.
 """
@@ -47,12 +48,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RULES = ("log_ratio", "nearest")
-# Working memory the blocked search may use by default (score block + codeword block + query block).
+# Working memory the blocked search may use by default (see SearchPlan for what it counts).
 DEFAULT_MAX_MEMORY_BYTES = 64 * 2**20
-# Preferred block shape: small enough for the score block to stay in a CPU's L2/L3 cache, large enough
-# for the GEMM to run near its peak (tuned with benchmarks/search.py on a 2-core CPU).
-_ROW_BLOCK = 2048
-_CODE_BLOCK = 512
+# Preferred block shape (tuned with benchmarks/search.py on a 2-core CPU): a (2048 codewords x 512 rows)
+# score block stays in the L3 cache and its GEMM, with the codewords as the long side, runs near peak; a
+# sub-block of 64 codewords keeps both the sub-block maxima (K/64 per row) and the final re-scoring
+# (64 codewords per row) small.
+_ROW_BLOCK = 512
+_CODE_BLOCK = 2048
+_SUB_BLOCK = 64
 _warned_tf32 = False
 
 
@@ -60,50 +64,74 @@ _warned_tf32 = False
 class SearchPlan:
     """Block sizes of one search and the working memory they need, in bytes.
 
-    ``working_bytes`` counts the score block (plus the block max and its indices), the query block, the
-    codeword block and, when ``prebuild``, the whole (q, K) right-hand side. It excludes the caller's inputs,
-    the (N, q) query matrix (the same size as the inputs) and the (N,) output.
+    ``sub_block`` divides ``code_block`` unless one code block holds the whole codebook. ``working_bytes``
+    counts the score block, the sub-block maxima of one row block (K / sub_block per row), the transposed
+    query block, the re-scoring of the winning sub-blocks (codewords, features, scores and indices) and the
+    codeword features: the whole (K, q) matrix when ``prebuild``, else one block. It excludes the caller's
+    inputs, the (N, q) query matrix (the same size as the inputs) and the (N,) output.
     """
 
     row_block: int
     code_block: int
+    sub_block: int
     query_cols: int
     itemsize: int
     working_bytes: int
     prebuild: bool
 
 
+def _plan_cost(k: int, q: int, itemsize: int, rows: int, codes: int, sub: int) -> int:
+    d = q  # the codeword dimension is at most q (2d for log_ratio, d + 1 for nearest)
+    n_sub = -(-k // sub)
+    floats = (
+        codes * rows  # score block
+        + n_sub * rows  # sub-block maxima
+        + q * rows  # transposed query block
+        + rows * sub * (d + q + 1)  # re-scoring: gathered codewords, their features, their scores
+        + codes * q  # features of one codeword block
+    )
+    return itemsize * floats + 8 * rows * (sub + 2)  # + int64 candidate indices, winners and results
+
+
 def plan_search(n: int, k: int, query_cols: int, itemsize: int = 4, max_memory_bytes: int | None = None) -> SearchPlan:
-    """Choose row and codeword block sizes whose working memory stays within ``max_memory_bytes``."""
+    """Choose row, codeword and sub-block sizes whose working memory stays within ``max_memory_bytes``."""
     budget = DEFAULT_MAX_MEMORY_BYTES if max_memory_bytes is None else int(max_memory_bytes)
+    q = query_cols
     rows = max(1, min(n, _ROW_BLOCK))
-    # Few rows: widen the codeword block so the score block keeps its area (fewer, larger kernels).
-    codes = max(1, min(k, max(_CODE_BLOCK, (_ROW_BLOCK * _CODE_BLOCK) // rows)))
+    sub = max(1, min(k, _SUB_BLOCK))
+    codes = k if k <= _CODE_BLOCK else _CODE_BLOCK  # a multiple of sub, or the whole codebook
 
-    def cost(r: int, c: int) -> int:
-        # scores (r, c) + block max values and int64 indices (r,) + query (r, q) + codewords (q, c)
-        return itemsize * (r * c + r * query_cols + query_cols * c) + r * (itemsize + 8)
+    def cost(r: int, c: int, g: int) -> int:
+        return _plan_cost(k, q, itemsize, r, c, g)
 
-    while cost(rows, codes) > budget and (rows > 1 or codes > 1):
-        if codes >= rows and codes > 1:
-            codes = (codes + 1) // 2
-        else:
+    # Shrink the codeword block (keeping it a multiple of the sub-block), then the rows; last, move the
+    # sub-block towards sqrt(K / q), where the sub-block maxima and the re-scoring together are smallest.
+    while cost(rows, codes, sub) > budget:
+        if codes > sub:
+            codes = max(sub, (codes // 2) // sub * sub)
+        elif rows > 1:
             rows = (rows + 1) // 2
-    if cost(rows, codes) > budget:
+        else:
+            best = max(1, min(k, round((k / q) ** 0.5)))
+            if best == sub:
+                break
+            sub = codes = best
+    if cost(rows, codes, sub) > budget:
         raise ValueError(
-            f"max_memory_bytes={budget} is too small for even one row and one codeword "
-            f"({cost(rows, codes)} bytes are needed); raise it"
+            f"max_memory_bytes={budget} is too small for a search over K={k} codewords "
+            f"({cost(rows, codes, sub)} bytes are needed at the smallest blocks); raise it"
         )
-    # The whole (q, K) right-hand side is kept when it fits beside the blocks; else it is rebuilt per block.
-    full_rhs = itemsize * query_cols * k
-    prebuild = cost(rows, codes) + full_rhs <= budget
-    working = cost(rows, codes) + (full_rhs if prebuild else 0)
-    return SearchPlan(rows, codes, query_cols, itemsize, working, prebuild)
+    # The whole (K, q) feature matrix is built once when it fits beside the blocks; else once per block.
+    full = itemsize * q * k
+    prebuild = cost(rows, codes, sub) + full <= budget
+    working = cost(rows, codes, sub) + (full if prebuild else 0)
+    return SearchPlan(rows, codes, sub, q, itemsize, working, prebuild)
 
 
-# Per-codebook preparations (finiteness check, sorted distinct values for d = 1), reused across calls with
-# the same codebook tensor: keyed by id, valid only while a weak reference still points at that very tensor
-# and its in-place version counter is unchanged, so a freed, reused or modified tensor never hits.
+# Per-codebook preparations (finiteness check, codeword features, sorted distinct values for d = 1), reused
+# across calls with the same codebook tensor: keyed by id, valid only while a weak reference still points at
+# that very tensor and its in-place version counter is unchanged, so a freed, reused or modified tensor never
+# hits. An entry is dropped as soon as its codebook is freed, and at most _PREPARED_MAX are kept.
 _PREPARED: dict[tuple[int, str], tuple[weakref.ref, int, object]] = {}
 _PREPARED_MAX = 8
 
@@ -114,10 +142,18 @@ def _prepared(codebook: Tensor, what: str, build):
     if hit is not None and hit[0]() is codebook and hit[1] == codebook._version:
         return hit[2]
     value = build()
-    if len(_PREPARED) >= _PREPARED_MAX:
+    if hit is None or hit[0]() is not codebook:  # a new codebook: forget its entries when it is freed
+        weakref.finalize(codebook, _forget, key)
+    if key not in _PREPARED and len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
     _PREPARED[key] = (weakref.ref(codebook), codebook._version, value)
     return value
+
+
+def _forget(key: tuple[int, str]) -> None:
+    hit = _PREPARED.get(key)
+    if hit is not None and hit[0]() is None:
+        del _PREPARED[key]
 
 
 def _compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -178,57 +214,71 @@ def _warn_tf32(device: torch.device) -> None:
 
 
 def _blocked_argmax(
-    query: Tensor, codes_t: Tensor, plan: SearchPlan, code_fn, selective: bool | None = None
+    query: Tensor, codes: Tensor, plan: SearchPlan, feature_fn, features: Tensor | None = None
 ) -> Tensor:
-    """Running argmax over blocks of ``query (N, q) @ code_fn(codes_t[k0:k1]) (q, Kb)``.
+    """Index of the highest score ``feature_fn(codes) @ query_row`` for each row of ``query`` (N, q).
 
-    ``codes_t`` is the (K, d) codebook in the compute dtype; ``code_fn`` turns a slice of it into the
-    (q, Kb) right-hand side, built per block so that no (q, K) copy of the codebook is needed.
+    ``codes`` is the (K, d) codebook in the compute dtype; ``feature_fn`` maps codewords (..., d) to their
+    score features (..., q), elementwise, so a codeword's features are the same bits whichever way it is
+    reached; ``features``, when given, is ``feature_fn(codes)`` already built. Two passes per block of
+    rows, with no host synchronisation:
+
+    1. For each block of codewords, one GEMM ``features (Kb, q) @ query_block^T (q, R)`` gives a score block,
+       codewords along its long side, and a fast vectorised max over each run of ``sub_block`` codewords
+       stores the sub-block maxima (K / sub_block, R). No score block outlives its pass.
+    2. The first sub-block holding each row's maximum (argmax takes the first) is re-scored, for its
+       ``sub_block`` codewords only, and its first maximum is the answer. Ties therefore go to the lowest
+       index; pass 2 costs 1 / (number of sub-blocks) of pass 1.
+
+    This replaces a running argmax: an argmax costs about 14 times a max on CPU, and here only the winning
+    sub-blocks need one. The re-scoring is a batched matmul whose float rounding may differ from the GEMM's
+    in the last bit, so among codewords whose scores agree to within rounding either may be returned (the
+    tolerance the reference tests allow); exact ties still go to the lowest index.
     """
-    n, k = query.shape[0], codes_t.shape[0]
-    out = torch.empty(n, dtype=torch.long, device=query.device)
-    best = torch.empty(plan.row_block, dtype=query.dtype, device=query.device)
-    best_idx = torch.empty(plan.row_block, dtype=torch.long, device=query.device)
-    scores = torch.empty(plan.row_block, plan.code_block, dtype=query.dtype, device=query.device)
-    starts = range(0, k, plan.code_block)
-    selective = query.device.type == "cpu" if selective is None else selective
-    # Build the (q, K) right-hand side once when the plan allows it (the usual case), else per block.
-    rhs_all = [code_fn(codes_t[k0 : k0 + plan.code_block]) for k0 in starts] if plan.prebuild else None
-    for r0 in range(0, n, plan.row_block):
-        q = query[r0 : r0 + plan.row_block]
+    n, k = query.shape[0], codes.shape[0]
+    sub, code_block, row_block = plan.sub_block, plan.code_block, plan.row_block
+    dev, dtype = query.device, query.dtype
+    out = torch.empty(n, dtype=torch.long, device=dev)
+    # Every buffer is allocated once per call and reused by each row block.
+    maxima = torch.empty(-(-k // sub), row_block, dtype=dtype, device=dev)
+    scores = torch.empty(code_block, row_block, dtype=dtype, device=dev)
+    cand = torch.empty(row_block, sub, dtype=torch.long, device=dev)
+    cand_feats = torch.empty(row_block * sub, query.shape[1], dtype=dtype, device=dev)
+    cand_scores = torch.empty(row_block, sub, 1, dtype=dtype, device=dev)
+    offsets = torch.arange(sub, device=dev)
+    starts = range(0, k, code_block)
+    if features is None and plan.prebuild:
+        features = feature_fn(codes)
+    for r0 in range(0, n, row_block):
+        q = query[r0 : r0 + row_block]
         rows = q.shape[0]
-        b_val, b_idx = best[:rows], best_idx[:rows]
-        for j, k0 in enumerate(starts):
-            rhs = rhs_all[j] if rhs_all is not None else code_fn(codes_t[k0 : k0 + plan.code_block])
-            s = scores[:rows, : rhs.shape[1]]
-            torch.mm(q, rhs, out=s)
-            if j == 0:
-                torch.max(s, dim=1, out=(b_val, b_idx))  # first maximum within the block
-            else:
-                _merge_block(s, k0, b_val, b_idx, selective)
-        out[r0 : r0 + rows] = b_idx
+        q_t = q.t().contiguous()
+        m = maxima[:, :rows]
+        for k0 in starts:
+            feats = features[k0 : k0 + code_block] if features is not None else feature_fn(codes[k0 : k0 + code_block])
+            width = feats.shape[0]
+            s = scores[:width, :rows]
+            torch.mm(feats, q_t, out=s)
+            full = width - width % sub
+            if full:
+                torch.amax(s[:full].view(full // sub, sub, rows), dim=1, out=m[k0 // sub : (k0 + full) // sub])
+            if full < width:  # a partial last sub-block (only in the last codeword block)
+                torch.amax(s[full:], dim=0, out=m[(k0 + full) // sub])
+        # Pass 2: re-score the first sub-block holding each row's maximum (argmax takes the first).
+        c = cand[:rows]
+        torch.add(offsets, m.argmax(dim=0)[:, None], alpha=sub, out=c)
+        valid = c < k
+        c.clamp_(max=k - 1)
+        f = cand_feats[: rows * sub]
+        if features is not None:
+            torch.index_select(features, 0, c.view(-1), out=f)
+        else:
+            f.copy_(feature_fn(codes.index_select(0, c.view(-1))))
+        cs = cand_scores[:rows]
+        torch.bmm(f.view(rows, sub, -1), q[:, :, None], out=cs)
+        cs = cs.squeeze(2).masked_fill_(~valid, float("-inf"))
+        out[r0 : r0 + rows] = c.gather(1, cs.argmax(dim=1, keepdim=True)).squeeze(1)
     return out
-
-
-def _merge_block(s: Tensor, k0: int, b_val: Tensor, b_idx: Tensor, selective: bool) -> None:
-    """Fold the score block ``s`` (rows, Kb) whose first column is codeword ``k0`` into the running best.
-
-    A later block replaces the best only when strictly better, so ties keep the lower index. ``selective``
-    (CPU): the block max alone is a fast vectorised reduction, and only the rows it improves (about 1/j of
-    them at block j for random inputs) need the slower argmax; finding those rows syncs with the host,
-    which is free on CPU but costly on accelerators, where the plain max-with-index is used instead.
-    """
-    if not selective:
-        val, idx = s.max(dim=1)
-        better = val > b_val
-        b_val.copy_(torch.where(better, val, b_val))
-        b_idx.copy_(torch.where(better, idx + k0, b_idx))
-        return
-    val = s.amax(dim=1)
-    rows = (val > b_val).nonzero().squeeze(1)
-    if rows.numel():
-        b_idx.index_copy_(0, rows, s.index_select(0, rows).argmax(dim=1).add_(k0))
-        torch.maximum(b_val, val, out=b_val)
 
 
 def _query_log_ratio(mean: Tensor, std: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
@@ -237,9 +287,9 @@ def _query_log_ratio(mean: Tensor, std: Tensor, beta: float, dtype: torch.dtype)
     return torch.cat([(beta - inv_var) * 0.5, mean.to(dtype) * inv_var], dim=1)
 
 
-def _rhs_log_ratio(codes: Tensor) -> Tensor:
-    """[c^2; c] for a block of codewords (Kb, d) -> (2d, Kb)."""
-    return torch.cat([codes.square(), codes], dim=1).t()
+def _features_log_ratio(codes: Tensor) -> Tensor:
+    """[c^2, c] for codewords (..., d) -> (..., 2d)."""
+    return torch.cat([codes.square(), codes], dim=-1)
 
 
 def _query_nearest(z: Tensor, dtype: torch.dtype) -> Tensor:
@@ -248,9 +298,9 @@ def _query_nearest(z: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.cat([z, torch.ones_like(z[:, :1])], dim=1)
 
 
-def _rhs_nearest(codes: Tensor) -> Tensor:
-    """[c; -||c||^2 / 2] for a block of codewords (Kb, d) -> (d + 1, Kb)."""
-    return torch.cat([codes, codes.square().sum(dim=1, keepdim=True) * -0.5], dim=1).t()
+def _features_nearest(codes: Tensor) -> Tensor:
+    """[c, -||c||^2 / 2] for codewords (..., d) -> (..., d + 1)."""
+    return torch.cat([codes, codes.square().sum(dim=-1, keepdim=True) * -0.5], dim=-1)
 
 
 def _distinct_sorted(codebook: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
@@ -349,29 +399,33 @@ def _search_scalar(mean: Tensor, std: Tensor | None, codebook: Tensor, beta: flo
     return _search_1d(center, concave, (beta - var.reciprocal()) * 0.5, mu / var, codebook)
 
 
+@torch.no_grad()
 def _search_gemm(
     mean: Tensor, std: Tensor | None, codebook: Tensor, beta: float, max_memory_bytes: int | None
 ) -> Tensor:
-    """Blocked GEMM + running argmax for any d (validated inputs; ``std=None`` means rule ``nearest``)."""
+    """Blocked two-pass GEMM argmax for any d (validated inputs; ``std=None`` means rule ``nearest``)."""
     n = mean.shape[0]
     dtype = _compute_dtype(mean, codebook if std is None else std, codebook)
     _warn_tf32(mean.device)
-    codes = codebook.to(dtype)
     if std is None:
-        query, rhs_fn = _query_nearest(mean, dtype), _rhs_nearest
+        query, feature_fn, rule = _query_nearest(mean, dtype), _features_nearest, "nearest"
     else:
-        query, rhs_fn = _query_log_ratio(mean, std, beta, dtype), _rhs_log_ratio
+        query, feature_fn, rule = _query_log_ratio(mean, std, beta, dtype), _features_log_ratio, "log_ratio"
     itemsize = torch.finfo(dtype).bits // 8
-    plan = plan_search(n, codes.shape[0], query.shape[1], itemsize, max_memory_bytes)
+    plan = plan_search(n, codebook.shape[0], query.shape[1], itemsize, max_memory_bytes)
+    codes = codebook.detach().to(dtype)
+    features = None
+    if plan.prebuild:  # the (K, q) features, kept with the codebook's other preparations
+        features = _prepared(codebook, f"features-{rule}-{dtype}", lambda: feature_fn(codes))
     # Autocast would run the GEMM in half precision and change tokens: the search is always fp32/fp64.
     with torch.autocast(device_type=mean.device.type, enabled=False):
-        return _blocked_argmax(query, codes, plan, rhs_fn)
+        return _blocked_argmax(query, codes, plan, feature_fn, features)
 
 
 def nearest_search(z: Tensor, codebook: Tensor, *, max_memory_bytes: int | None = None) -> Tensor:
     """Index of the squared-Euclidean nearest codeword for each row of ``z`` (N, d); ties to the lowest.
 
-    The same blocked GEMM + running argmax as :func:`gq_search` (which it calls with ``rule="nearest"``);
+    The same blocked two-pass GEMM search as :func:`gq_search` (which it calls with ``rule="nearest"``);
     used by the VQ baseline. Returns (N,) int64 in [0, K).
     """
     return gq_search(z, None, codebook, rule="nearest", max_memory_bytes=max_memory_bytes)
