@@ -2,11 +2,13 @@
 
 import json
 
+import pytest
+
 from gaussquant.bench.quality import QualityConfig, run
 from gaussquant.bench.quality_report import aggregate, format_table
 
 
-def test_bench_quality_reduced(tmp_path):
+def test_bench_quality_reduced(tmp_path, monkeypatch):
     cfg = QualityConfig(archs=("unet",), rates=(8,), seeds=(0,), methods=("gq", "fsq"), steps=2, eval_crops=4,
                         out=str(tmp_path / "bq"), jobs=1)
     summary = run(cfg, progress=False)
@@ -27,3 +29,17 @@ def test_bench_quality_reduced(tmp_path):
     # mean +- std over seeds: one seed -> std 0
     assert all(e["psnr_std"] == 0.0 for e in aggregate(rows))
     assert format_table(rows).count("\n") == 3
+
+    # A second run reuses every finished unit's rows without training or evaluating again ...
+    import gaussquant.bench.quality as quality
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished unit was trained again")
+
+    monkeypatch.setattr(quality, "train_unit", no_training)
+    again = run(cfg, progress=False)["rows"]
+    assert sorted(again, key=lambda r: r["method"]) == sorted(rows, key=lambda r: r["method"])
+    # ... but not when the evaluation settings change.
+    changed = QualityConfig(**{**cfg.__dict__, "eval_crops": 3})
+    with pytest.raises(AssertionError, match="trained again"):
+        run(changed, progress=False)

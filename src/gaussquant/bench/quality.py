@@ -15,8 +15,10 @@ optimizer, learning rate and seed:
 Everything is evaluated on the held-out photos (``evaluate``: PSNR on uint8, SSIM, fd_effnet_lite0,
 codebook usage and index entropy over the whole set). One training serves every method that shares it (the
 vanilla VAE serves TokenBridge at every rate). Trainings run in ``--jobs`` processes of one thread each;
-a finished run directory is reused (the trainer resumes at its last step), so an interrupted benchmark
-continues where it stopped. Writes ``OUT/results.json``, ``OUT/table.md`` and ``OUT/figures/rd_*.png``.
+a finished run directory is reused (the trainer resumes at its last step) and so are a finished unit's
+result rows (``quality_rows.json`` in its run directory, used only when the recipe and evaluation settings
+match), so an interrupted or extended benchmark (e.g. one more seed) continues where it stopped. Writes
+``OUT/results.json``, ``OUT/table.md`` and ``OUT/figures/rd_*.png``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class QualityConfig:
 
     archs: tuple[str, ...] = ("unet", "vit")
     rates: tuple[int, ...] = (8, 12)
-    seeds: tuple[int, ...] = (0, 1)
+    seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     steps: int = 400
     batch_size: int = 8
@@ -171,6 +173,15 @@ def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list
 
     if threads:
         torch.set_num_threads(threads)
+    cache = unit_dir(cfg, unit.arch, unit.seed, unit.name) / ROWS_FILE
+    key = _rows_key(cfg, unit)
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+        except ValueError:
+            saved = {}
+        if saved.get("key") == key:  # trained and evaluated with this very recipe: reuse its rows
+            return saved["rows"]
     model, tcfg, seconds, steps = train_unit(cfg, unit)
     train_data, _ = build_dataset(tcfg.data)
     eval_data, description = build_eval_dataset(cfg.data, cfg.image_size, cfg.eval_crops)
@@ -188,7 +199,24 @@ def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list
             "kl_mean": kl.get("mean"), "kl_min": kl.get("min"), "kl_max": kl.get("max"),
             "train_seconds": seconds, "steps": steps, "eval_images": r["num_images"], "eval_data": description,
         })
+    if steps >= cfg.steps:  # only a finished training's rows are final
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": key, "rows": rows}, indent=1))
+        tmp.replace(cache)
     return rows
+
+
+ROWS_FILE = "quality_rows.json"
+
+
+def _rows_key(cfg: QualityConfig, unit: Unit) -> dict[str, Any]:
+    """Everything a unit's result rows depend on besides its run directory (which holds the training)."""
+    bottleneck = asdict(unit.bottleneck) if hasattr(unit.bottleneck, "__dataclass_fields__") else repr(unit.bottleneck)
+    return json.loads(json.dumps({
+        "uses": unit.uses, "bottleneck": bottleneck, "steps": cfg.steps, "batch_size": cfg.batch_size,
+        "lr": cfg.lr, "image_size": cfg.image_size, "latent_channels": cfg.latent_channels,
+        "eval_crops": cfg.eval_crops, "data": cfg.data,
+    }, default=str))
 
 
 def run(cfg: QualityConfig, *, progress: bool = True) -> dict[str, Any]:
@@ -233,7 +261,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     strs = lambda s: tuple(v for v in s.split(",") if v)  # noqa: E731
     parser.add_argument("--data", help="image folder (train/ and val/ subfolders, or one folder); default photos")
     parser.add_argument("--rates", type=ints, default=d.rates, help="bits per token, comma separated (8,12)")
-    parser.add_argument("--seeds", type=ints, default=d.seeds, help="seeds, comma separated (0,1)")
+    parser.add_argument("--seeds", type=ints, default=d.seeds, help="seeds, comma separated (0,1,2)")
     parser.add_argument("--archs", type=strs, default=d.archs, help="unet,vit")
     parser.add_argument("--methods", type=strs, default=d.methods, help=",".join(METHODS))
     parser.add_argument("--steps", type=int, default=d.steps, help=f"training steps of every run ({d.steps})")
