@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .reference import reference_scores, reference_search
+
 __all__ = [
     "RULES",
     "DEFAULT_MAX_MEMORY_BYTES",
@@ -429,40 +431,3 @@ def nearest_search(z: Tensor, codebook: Tensor, *, max_memory_bytes: int | None 
     used by the VQ baseline. Returns (N,) int64 in [0, K).
     """
     return gq_search(z, None, codebook, rule="nearest", max_memory_bytes=max_memory_bytes)
-
-
-def reference_scores(
-    mean: Tensor,
-    std: Tensor | None,
-    codebook: Tensor,
-    *,
-    rule: str = "log_ratio",
-    beta: float = 1.0,
-    dtype: torch.dtype = torch.float64,
-) -> Tensor:
-    """The plain, obviously correct (N, K) scores (higher is better), built from an (N, K, d) broadcast.
-
-    ``log_ratio``: -sum_i [(c_ki - mu_i)^2 / sigma_i^2 - beta c_ki^2]; ``nearest``: -||c_k - mu||^2.
-    For tests and the benchmark only: it needs N x K x d memory.
-    """
-    mu, c = mean.to(dtype), codebook.to(dtype)
-    diff2 = (c.unsqueeze(0) - mu.unsqueeze(1)).square()  # (N, K, d)
-    if rule == "nearest":
-        return -diff2.sum(dim=-1)
-    if rule != "log_ratio" or std is None:
-        raise ValueError(f"rule must be 'log_ratio' (with std) or 'nearest'; got {rule!r}")
-    var = std.to(dtype).square().unsqueeze(1)
-    return -(diff2 / var).sum(dim=-1) + beta * c.square().sum(dim=-1).unsqueeze(0)
-
-
-def reference_search(
-    mean: Tensor,
-    std: Tensor | None,
-    codebook: Tensor,
-    *,
-    rule: str = "log_ratio",
-    beta: float = 1.0,
-    dtype: torch.dtype = torch.float64,
-) -> Tensor:
-    """Argmax (first maximum) of :func:`reference_scores`: (N,) int64."""
-    return reference_scores(mean, std, codebook, rule=rule, beta=beta, dtype=dtype).argmax(dim=1)
