@@ -246,9 +246,11 @@ def format_table(result: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quick", action="store_true", help="reduced grid: d in {1, 16}, N up to 4096, at least 2 repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced grid: d in {1, 16}, N up to 4096, at least 2 repeats")
     parser.add_argument("--codebook-size", type=int, default=2**16, help="K (default 65536)")
-    parser.add_argument("--repeats", type=int, default=3, help="minimum timed runs per measurement; short calls repeat until 1 s is filled (best is kept)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="minimum timed runs per measurement; short calls repeat until 1 s is filled (best is kept)")
     parser.add_argument("--json", default=None, help="also write the raw results to this JSON file")
 
 
