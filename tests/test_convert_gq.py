@@ -13,7 +13,7 @@ from gaussquant.convert import convertibility_report, run, to_gaussian_quant
 from gaussquant.data.default_photos import DefaultPhotoCrops
 from gaussquant.eval.evaluate import evaluate
 from gaussquant.eval.metrics import psnr_uint8
-from gaussquant.pretrained import from_pretrained
+from gaussquant.models.autoencoder import Autoencoder
 
 TARGET_BITS = 4.0  # per group (d = 4, G = 1): K = 16 matches
 # Stated margins. With log2 K matching the KL, the log-ratio search picks roughly an importance sample of the
@@ -122,22 +122,20 @@ def gq_like_vq():
 
 def test_convert_command_saves_a_loadable_model(tmp_path, capsys):
     from gaussquant.models.presets import ModelConfig, build_autoencoder
-    from gaussquant.pretrained import save_pretrained
     from gaussquant.quantizers.build import GaussianConfig, build_bottleneck
 
     torch.manual_seed(0)
     cfg = GaussianConfig(latent_channels=4, group_dim=4, target_bits=TARGET_BITS)
     vae = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16), build_bottleneck(cfg)).eval()
-    run_dir = save_pretrained(vae, tmp_path / "vae", model_config=ModelConfig(arch="unet-tiny", image_size=16),
-                              bottleneck_config=cfg)
+    run_dir = vae.save_pretrained(tmp_path / "vae")
     out = tmp_path / "gq"
     assert cli_main(["convert", str(run_dir), "--codebook-size", "16", "--num-images", "8",
                      "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "log2 K = 4.000" in printed and "histogram" in printed and "predicted" in printed
-    loaded, meta = from_pretrained(out)
-    assert meta["bottleneck"]["kind"] == "gq" and meta["bottleneck"]["codebook_size"] == 16
-    assert meta["conversion"]["convertibility"]["num_images"] == 8
+    loaded = Autoencoder.from_pretrained(out)
+    assert loaded.config.bottleneck.kind == "gq" and loaded.config.bottleneck.codebook_size == 16
+    assert loaded.metadata["conversion"]["convertibility"]["num_images"] == 8
     x = torch.stack([eval_crops()[i] for i in range(4)])
     with torch.no_grad():
         assert torch.equal(loaded.tokenize(x), to_gaussian_quant(vae, 16).tokenize(x))

@@ -115,12 +115,9 @@ def test_encode_needs_a_discrete_model(image_dir, tmp_path):
 
 def test_cli_encode_decode_and_error_message(image_dir, tmp_path, capsys):
     from gaussquant.cli import main
-    from gaussquant.pretrained import save_pretrained
 
-    save_pretrained(tiny_vq(0), tmp_path / "m0", model_config=ModelConfig(arch="unet-tiny", image_size=SIZE),
-                    bottleneck_config=VQConfig(latent_channels=8, codebook_size=300, codebook_dim=4, seed=0))
-    save_pretrained(tiny_vq(1), tmp_path / "m1", model_config=ModelConfig(arch="unet-tiny", image_size=SIZE),
-                    bottleneck_config=VQConfig(latent_channels=8, codebook_size=300, codebook_dim=4, seed=1))
+    tiny_vq(0).save_pretrained(tmp_path / "m0")
+    tiny_vq(1).save_pretrained(tmp_path / "m1")
     tokens = tmp_path / "t.npz"
     assert main(["encode", str(tmp_path / "m0"), str(image_dir), "--out", str(tokens), "--device", "cpu"]) == 0
     assert main(["decode", str(tmp_path / "m0"), str(tokens), "--out", str(tmp_path / "png"), "--device", "cpu"]) == 0

@@ -9,13 +9,16 @@ No training. The result serves both modes: ``forward`` / ``tokenize`` give the q
 ``gaussquant convert RUN_OR_CKPT --codebook-size K --out DIR`` first prints the convertibility report
 (``gaussquant.convertibility``: per-group KL against log2 K, predicted large-error probability, a warning
 and the K that would fit when the mean KL is outside log2 K +- 0.5), then converts and saves with
-``save_pretrained`` (``config.json`` + ``model.safetensors``; the report is stored under ``"conversion"``).
+``model.save_pretrained`` (``config.json`` + ``model.safetensors`` + a model card; the report is stored
+under ``"conversion"``). The saved config is the converted model's own (``model.config``), so the rule, beta
+and codebook it reloads with are the ones it was converted with.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -31,44 +34,45 @@ from gaussquant.convertibility import ConvertibilityReport, KLAccumulator
 logger = logging.getLogger(__name__)
 
 
-def _source_bottleneck(model: nn.Module) -> nn.Module:
-    bottleneck = getattr(model, "bottleneck", None)
-    if bottleneck is None or not hasattr(model, "encoder") or not hasattr(model, "decoder"):
+def _source_config(model: nn.Module) -> Any:
+    """The bottleneck config of a Gaussian or GQ Autoencoder (read from ``model.config``), else a TypeError."""
+    from gaussquant.models.autoencoder import Autoencoder
+
+    if not isinstance(model, Autoencoder):
         raise TypeError(f"to_gaussian_quant expects a gaussquant Autoencoder; got {type(model).__name__}")
-    latent = getattr(bottleneck, "latent_channels", None)
-    if latent is None or getattr(bottleneck, "in_channels", None) != 2 * latent:
+    cfg = model.config.bottleneck
+    if cfg.kind not in ("gaussian", "gq"):
         raise TypeError(
             f"to_gaussian_quant needs a Gaussian bottleneck (encoder emitting mean and logvar); this model has "
-            f"{type(bottleneck).__name__}. Train a Gaussian VAE (bottleneck kind 'gaussian') first."
+            f"{type(model.bottleneck).__name__} (kind {cfg.kind!r}). Train a Gaussian VAE (bottleneck kind "
+            "'gaussian') first."
         )
-    return bottleneck
+    return cfg
 
 
 def default_codebook_dim(model: nn.Module) -> int:
-    """The source bottleneck's group size: ``group_dim`` (Gaussian/TDC) or ``codebook_dim`` (GQ)."""
-    bottleneck = _source_bottleneck(model)
-    for name in ("group_dim", "codebook_dim"):
-        if getattr(bottleneck, name, None):
-            return int(getattr(bottleneck, name))
-    return int(bottleneck.latent_channels)
+    """The source's group size: ``group_dim`` (Gaussian/TDC) or ``codebook_dim`` (GQ)."""
+    cfg = _source_config(model)
+    return int(cfg.group_dim if cfg.kind == "gaussian" else cfg.codebook_dim)
 
 
 def gq_config(model: nn.Module, codebook_size: int, codebook_dim: int | None = None, *, rule: str = "log_ratio",
               beta: float = 1.0, seed: int = 42, codebook_method: str = "sobol", grouping: str | None = None,
               straight_through: bool = False) -> Any:
-    """The ``GQConfig`` that :func:`to_gaussian_quant` builds for ``model`` (defaults from its bottleneck)."""
+    """The ``GQConfig`` that :func:`to_gaussian_quant` builds for ``model`` (defaults from its config).
+
+    The converted model has no rate loss (``target_bits=None``): it is a tokenizer, not a training target.
+    """
     from gaussquant.quantizers.build import GQConfig
 
-    bottleneck = _source_bottleneck(model)
+    source = _source_config(model)
     if not isinstance(codebook_size, int) or isinstance(codebook_size, bool) or codebook_size < 2:
         raise ValueError(f"codebook_size must be an integer >= 2; got {codebook_size!r}")
-    target = getattr(bottleneck, "target_bits", None)
     return GQConfig(
-        latent_channels=int(bottleneck.latent_channels), codebook_size=codebook_size,
+        latent_channels=int(source.latent_channels), codebook_size=codebook_size,
         codebook_dim=int(codebook_dim or default_codebook_dim(model)), rule=rule, beta=float(beta),
-        codebook_method=codebook_method, seed=int(seed),
-        grouping=grouping or getattr(bottleneck, "grouping", "contiguous"), straight_through=straight_through,
-        target_bits=float(target) if isinstance(target, (int, float)) else None,
+        codebook_method=codebook_method, seed=int(seed), grouping=grouping or source.grouping,
+        straight_through=straight_through, target_bits=None,
     )
 
 
@@ -94,28 +98,27 @@ def to_gaussian_quant(
         codebook_dim: d, dimensions per group; default the source's group size. Must divide the latent channels.
         rule: ``"log_ratio"`` (reference default) or ``"nearest"``; ``beta``: the log-ratio prior weight.
         seed, codebook_method: regenerate the K x d codebook (``"sobol"`` default, or ``"normal"``).
-        codebook: an explicit ``(K, d)`` codebook instead (stored in the model; its fingerprint too).
+        codebook: an explicit ``(K, d)`` codebook instead (stored in the model and its saved weights; the
+            config then says ``codebook_method="explicit"``).
         grouping: ``"contiguous"`` or ``"strided"``; default the source's grouping.
         straight_through: the training-time straight-through option (off for conversion).
 
     Returns:
-        A new Autoencoder, in eval mode on the source's device, whose ``bottleneck`` is a GaussianQuantizer.
+        A new Autoencoder, in eval mode on the source's device, whose ``bottleneck`` is a GaussianQuantizer and
+        whose ``config`` says exactly that (rule, beta, codebook spec, grouping, no rate target): it saves with
+        ``model.save_pretrained(dir)`` and reloads to the same tokens.
     """
     from gaussquant.models.autoencoder import Autoencoder
-    from gaussquant.quantizers.build import build_bottleneck
+    from gaussquant.quantizers.build import EXPLICIT_CODEBOOK, build_bottleneck
 
     cfg = gq_config(model, codebook_size, codebook_dim, rule=rule, beta=beta, seed=seed,
                     codebook_method=codebook_method, grouping=grouping, straight_through=straight_through)
-    if codebook is None:
-        quantizer = build_bottleneck(cfg)
-    else:
-        from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
-
-        fields = {k: v for k, v in vars(cfg).items()}
-        quantizer = GaussianQuantizer(**fields, codebook=codebook)
+    if codebook is not None:
+        cfg = dataclasses.replace(cfg, codebook_method=EXPLICIT_CODEBOOK)
+    quantizer = build_bottleneck(cfg, codebook=codebook)
     device = next(model.parameters()).device
     converted = Autoencoder(copy.deepcopy(model.encoder), quantizer, copy.deepcopy(model.decoder),
-                            convert_grayscale=getattr(model, "convert_grayscale", False))
+                            convert_grayscale=model.convert_grayscale, model_config=model.config.model)
     return converted.to(device).eval()
 
 
@@ -199,27 +202,28 @@ def run(
     Returns ``(out, report)``. ``out`` may not already hold a model unless ``overwrite``.
     """
     from gaussquant.encode import load_model, resolve_device
-    from gaussquant.models.presets import ModelConfig
-    from gaussquant.pretrained import save_pretrained
 
     out = Path(out)
     if (out / "config.json").exists() and not overwrite:
         raise FileExistsError(f"{out} already holds a model; choose another --out or pass --overwrite")
-    model, meta = load_model(source, resolve_device(device), use_ema=use_ema)
-    size = image_size or int(meta["model"]["image_size"])
+    model = load_model(source, resolve_device(device), use_ema=use_ema)
+    _source_config(model)  # a clear error before the report for a model that cannot be converted
+    size = image_size or int(model.config.model.image_size)
     report = convertibility_report(model, sample_dataset(data, size, num_images), codebook_size, codebook_dim,
                                    grouping=grouping, batch_size=batch_size)
     if on_report is not None:
         on_report(report)
     else:
         logger.info("%s", report.to_text())
-    kwargs = dict(rule=rule, beta=beta, seed=seed, codebook_method=codebook_method, grouping=grouping)
-    converted = to_gaussian_quant(model, codebook_size, codebook_dim, **kwargs)
-    extra = {"conversion": {"source_step": meta.get("step"), "source_bottleneck": meta.get("bottleneck"),
+    converted = to_gaussian_quant(model, codebook_size, codebook_dim, rule=rule, beta=beta, seed=seed,
+                                  codebook_method=codebook_method, grouping=grouping)
+    from gaussquant.quantizers.build import bottleneck_config_to_dict
+
+    extra = {"conversion": {"source_step": model.metadata.get("step"),
+                            "source_bottleneck": bottleneck_config_to_dict(model.config.bottleneck),
                             "report_data": str(data) if data else "default held-out photo crops",
                             "convertibility": report.to_dict()}}
-    save_pretrained(converted, out, model_config=ModelConfig(**meta["model"]),
-                    bottleneck_config=gq_config(model, codebook_size, codebook_dim, **kwargs), extra=extra)
+    converted.save_pretrained(out, extra=extra)
     return out, report
 
 

@@ -111,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    model, _ = load_model(args.model, resolve_device(args.device), use_ema=args.ema)
+    model = load_model(args.model, resolve_device(args.device), use_ema=args.ema)
     paths = decode_tokens(model, args.tokens, args.out, batch_size=args.batch_size, progress=True)
     print(f"decoded {len(paths)} images to {args.out}")
     return 0

@@ -140,9 +140,8 @@ def run(
         photo_size: side of the whole held-out photos tokenized for the grid (a multiple of the model's f).
         eval_crops: held-out crops for the metrics.
     """
-    from gaussquant.convert import convertibility_report, gq_config, to_gaussian_quant
+    from gaussquant.convert import convertibility_report, to_gaussian_quant
     from gaussquant.eval.evaluate import build_eval_dataset, evaluate
-    from gaussquant.pretrained import save_pretrained
 
     if steps is not None and steps < 1:
         raise ValueError(f"--steps must be >= 1; got {steps}")
@@ -158,8 +157,8 @@ def run(
     report = convertibility_report(model, crops, k)
     log.info("%s", report.to_text())
     gq = to_gaussian_quant(model, k)
-    model_dir = save_pretrained(gq, out / "model", model_config=cfg.model, bottleneck_config=gq_config(model, k),
-                                extra={"conversion": {"convertibility": report.to_dict(), "source": "gaussquant demo"}})
+    model_dir = gq.save_pretrained(
+        out / "model", extra={"conversion": {"convertibility": report.to_dict(), "source": "gaussquant demo"}})
     results = evaluate(gq, crops, batch_size=64, report_dir=out, num_grid=8, progress=True)
     grid, tokens, photo_psnr = _photos(gq, out, photo_size)
     result = DemoResult(out=out, report=out / "report.md", model_dir=model_dir, tokens=tokens, results=results,

@@ -33,11 +33,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = False) -> tuple[nn.Module, dict]:
-    """``from_pretrained`` on ``device``: ``(model in eval mode, config.json dict)``."""
-    from gaussquant.pretrained import from_pretrained
+def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = False) -> nn.Module:
+    """``Autoencoder.from_pretrained`` on ``device``: the model in eval mode (``model.config``, ``model.metadata``)."""
+    from gaussquant.models.autoencoder import Autoencoder
 
-    return from_pretrained(path, map_location=device, use_ema=use_ema)
+    return Autoencoder.from_pretrained(path, map_location=device, use_ema=use_ema)
 
 
 def require_discrete(model: nn.Module, what: str) -> None:
@@ -118,8 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
-    model, meta = load_model(args.model, device, use_ema=args.ema)
-    image_size = args.image_size or int(meta["model"]["image_size"])
+    model = load_model(args.model, device, use_ema=args.ema)
+    image_size = args.image_size or int(model.config.model.image_size)
     path = encode_folder(model, args.images, args.out, image_size=image_size, batch_size=args.batch_size,
                          num_workers=args.num_workers, progress=True)
     print(f"tokens written to {path}")

@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from gaussquant.eval.evaluate import evaluate
 from gaussquant.eval.metrics import psnr_uint8
+from gaussquant.models.autoencoder import AutoencoderConfig
 from gaussquant.models.presets import ModelConfig, build_autoencoder
 from gaussquant.quantizers.base import BottleneckOutput, DiscreteBottleneck
 from gaussquant.quantizers.build import VQConfig, build_bottleneck
@@ -32,6 +34,10 @@ class CyclicTokens(DiscreteBottleneck):
         super().__init__()
         self.codebook_size, self.num_groups, self.in_channels, self.latent_channels = codebook_size, 1, 3, 3
 
+    @property
+    def config(self):
+        return SimpleNamespace(kind="cyclic")  # not a Gaussian-family bottleneck
+
     def forward(self, h):
         b, _, hh, ww = h.shape
         idx = (torch.arange(b * hh * ww) % self.codebook_size).view(b, 1, hh, ww)
@@ -45,6 +51,8 @@ class IdentityTokenizer(nn.Module):
         super().__init__()
         self.bottleneck = CyclicTokens(codebook_size)
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the model a device
+        self.config = AutoencoderConfig(model=None, bottleneck=self.bottleneck.config)
+        self.metadata = {}
 
     def encode(self, x):
         return self.bottleneck(x)
@@ -96,11 +104,7 @@ def _rank_main(rank: int, world: int, init_file: str, model_dir: str, out_file: 
 def test_two_gloo_processes_equal_one(tmp_path):
     import torch.multiprocessing as mp
 
-    from gaussquant.pretrained import save_pretrained
-
-    model = tiny_vq()
-    save_pretrained(model, tmp_path / "model", model_config=ModelConfig(arch="unet-tiny", image_size=16),
-                    bottleneck_config=VQConfig(latent_channels=8, codebook_size=64, codebook_dim=4, seed=0))
+    tiny_vq().save_pretrained(tmp_path / "model")
     single = evaluate(tmp_path / "model", None, num_crops=7, batch_size=2, device="cpu", metric_options=FAST)
     mp.spawn(_rank_main, args=(2, str(tmp_path / "init"), str(tmp_path / "model"), str(tmp_path / "r.json")),
              nprocs=2, join=True)

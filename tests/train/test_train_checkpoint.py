@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gaussquant.models.presets import ModelConfig, build_autoencoder
-from gaussquant.pretrained import from_pretrained, save_pretrained
+from gaussquant.models.autoencoder import Autoencoder
 from gaussquant.quantizers.build import FSQConfig, build_bottleneck
 from gaussquant.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from gaussquant.train.monitor import image_grid
@@ -20,32 +20,36 @@ def _fsq_model(arch="unet-tiny"):
 
 def test_save_and_load_pretrained_round_trip(tmp_path):
     model, mcfg, bcfg = _fsq_model()
-    save_pretrained(model, tmp_path / "m", model_config=mcfg, bottleneck_config=bcfg, extra={"note": "x"})
+    model.save_pretrained(tmp_path / "m", extra={"note": "x"})
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["format"] == "gaussquant-autoencoder" and meta["version"] == 1
     assert meta["bottleneck"]["kind"] == "fsq" and meta["bits_per_token"] == pytest.approx(np.log2(240))
-    loaded, meta2 = from_pretrained(tmp_path / "m")
-    assert meta2["note"] == "x" and not loaded.training
+    loaded = Autoencoder.from_pretrained(tmp_path / "m")
+    assert loaded.metadata["note"] == "x" and not loaded.training
+    assert loaded.config.model == mcfg and loaded.config.bottleneck == bcfg
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     torch.testing.assert_close(loaded(x).x_hat, model.eval()(x).x_hat, rtol=0, atol=0)
 
 
 def test_truncated_and_foreign_weights_are_clear_errors(tmp_path):
     model, mcfg, bcfg = _fsq_model()
-    save_pretrained(model, tmp_path / "m", model_config=mcfg, bottleneck_config=bcfg)
+    model.save_pretrained(tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match="truncated or corrupt"):
-        from_pretrained(tmp_path / "m")
+        Autoencoder.from_pretrained(tmp_path / "m")
     other, _, _ = _fsq_model("vit-tiny")
-    save_pretrained(other, tmp_path / "v", model_config=mcfg, bottleneck_config=bcfg)  # config lies
+    other.save_pretrained(tmp_path / "v")
+    meta = json.loads((tmp_path / "v" / "config.json").read_text())
+    meta["model"]["arch"] = "unet-tiny"  # the config lies about the weights
+    (tmp_path / "v" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="another architecture.*missing.*unexpected"):
-        from_pretrained(tmp_path / "v")
+        Autoencoder.from_pretrained(tmp_path / "v")
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        from_pretrained(tmp_path)
+        Autoencoder.from_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="ema"):
-        from_pretrained(tmp_path / "v", use_ema=True)
+        Autoencoder.from_pretrained(tmp_path / "v", use_ema=True)
 
 
 def test_checkpoints_are_atomic_and_pruned(tmp_path):

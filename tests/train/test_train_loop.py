@@ -2,7 +2,7 @@ import json
 
 import torch
 
-from gaussquant.pretrained import from_pretrained
+from gaussquant.models.autoencoder import Autoencoder
 from gaussquant.train.trainer import Trainer
 
 
@@ -34,9 +34,10 @@ def test_gan_schedule_tdc_accumulation_ema_and_outputs(tiny_config):
         "config.json", "model.safetensors", "ema.safetensors", "discriminator.safetensors", "training_state.pt"}
     assert (result.out / "images" / "step_000003.png").is_file() and (result.out / "config.yaml").is_file()
     assert any((result.out / "tb").iterdir()) 
-    ema_model, meta = from_pretrained(result.out, use_ema=True)
+    ema_model = Autoencoder.from_pretrained(result.out, use_ema=True)
+    meta = ema_model.metadata
     assert meta["step"] == 3 and meta["train"]["loss"]["gan"]["disc_start"] == 2
-    raw, _ = from_pretrained(result.out)
+    raw = Autoencoder.from_pretrained(result.out)
     assert any(not torch.equal(a, b) for a, b in zip(ema_model.state_dict().values(), raw.state_dict().values()))
 
 

@@ -32,10 +32,10 @@ KEYS = ("psnr", "ssim", "fd_effnet_lite0", "codebook_usage", "index_entropy_bits
 def load_tdc_model(model: str | Path | None, quality_out: str, steps: int) -> Any:
     """The TDC VAE to convert: ``model`` (run/checkpoint/saved dir), else bench quality's unet tdc-8 run."""
     from gaussquant.bench.quality import QualityConfig, plan, train_unit
-    from gaussquant.pretrained import from_pretrained
+    from gaussquant.models.autoencoder import Autoencoder
 
     if model is not None:
-        return from_pretrained(model)[0]
+        return Autoencoder.from_pretrained(model)
     cfg = QualityConfig(archs=("unet",), rates=(8,), seeds=(0,), methods=("gq",), steps=steps, out=quality_out)
     return train_unit(cfg, plan(cfg)[0])[0]
 

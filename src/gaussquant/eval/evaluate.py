@@ -55,9 +55,14 @@ def build_eval_dataset(data: str | os.PathLike | Dataset | None, image_size: int
     return dataset, f"image folder {os.fspath(data)}: shorter side resized to {image_size}, center crop"
 
 
-def _group_layout(bottleneck: nn.Module) -> tuple[int, str]:
-    d = getattr(bottleneck, "codebook_dim", None) or getattr(bottleneck, "group_dim", None)
-    return int(d or bottleneck.latent_channels), str(getattr(bottleneck, "grouping", "contiguous"))
+def _group_layout(config: Any) -> tuple[int, str]:
+    """(d, grouping) of a Gaussian-family bottleneck config (``group_dim`` or ``codebook_dim``)."""
+    d = config.group_dim if config.kind == "gaussian" else config.codebook_dim
+    return int(d), str(config.grouping)
+
+
+# bottleneck kinds whose encoder emits a Gaussian posterior (mean, logvar): KL and posterior-mean metrics
+GAUSSIAN_KINDS = ("gaussian", "gq")
 
 
 class _State:
@@ -67,17 +72,17 @@ class _State:
         from gaussquant.eval.codebook_stats import CodebookUsage
         from gaussquant.eval.metrics import ReconstructionMetrics
 
-        b = model.bottleneck
-        self.discrete = bool(getattr(b, "is_discrete", False))
-        self.gaussian = getattr(b, "in_channels", None) == 2 * getattr(b, "latent_channels", -1)
+        b, config = model.bottleneck, model.config.bottleneck
+        self.discrete = bool(b.is_discrete)
+        self.gaussian = config.kind in GAUSSIAN_KINDS
         self.quantized = ReconstructionMetrics(device=device, **metric_options)
         self.continuous = ReconstructionMetrics(device=device, **metric_options) if (
             self.discrete and self.gaussian) else None
         self.usage = CodebookUsage(b.codebook_size, b.num_groups) if self.discrete else None
         self.kl = None
         if self.gaussian:
-            d, grouping = _group_layout(b)
-            self.kl = KLAccumulator(getattr(b, "codebook_size", 2), d, grouping)
+            d, grouping = _group_layout(config)
+            self.kl = KLAccumulator(config.codebook_size if config.kind == "gq" else 2, d, grouping)
         self.tokens_per_image: int | None = None
 
     @torch.no_grad()
@@ -103,7 +108,7 @@ class _State:
 
 def _rate(model: nn.Module, tokens_per_image: int | None, image_size: int) -> dict[str, Any]:
     b = model.bottleneck
-    if not getattr(b, "is_discrete", False):
+    if not b.is_discrete:
         return {"codebook_size": None, "num_groups": None, "bits_per_token": None, "bpp": None}
     bits = float(b.bits_per_token)
     return {"codebook_size": int(b.codebook_size), "num_groups": int(b.num_groups), "bits_per_token": bits,
@@ -167,12 +172,12 @@ def evaluate(
     """
     from gaussquant.encode import load_model, resolve_device
 
-    meta: dict[str, Any] = {}
     model_name = type(model).__name__
     if not isinstance(model, nn.Module):
         model_name = os.fspath(model)
-        model, meta = load_model(model, resolve_device(device), use_ema=use_ema)
-    size = image_size or (meta.get("model") or {}).get("image_size")
+        model = load_model(model, resolve_device(device), use_ema=use_ema)
+    meta: dict[str, Any] = dict(model.metadata)
+    size = image_size or (model.config.model.image_size if model.config.model is not None else None)
     if size is None and not isinstance(data, Dataset):
         raise ValueError("image_size is required when evaluating a model object on a folder or the default data")
     dataset, description = build_eval_dataset(data, int(size or 0), num_crops)

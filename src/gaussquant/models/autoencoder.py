@@ -4,16 +4,38 @@ Works with both latent layouts: a UNet encoder gives channel-first ``(B, C, h, w
 token-last ``(B, L, C)``; the bottleneck keeps the layout (quantizers/base.py).
 
 Turning a Gaussian VAE into a VQ-VAE is never done here: swap the bottleneck explicitly (convert.py).
+
+The model knows what it is: :attr:`Autoencoder.config` holds the :class:`ModelConfig` it was built from and
+its bottleneck's own typed config, so ``model.save_pretrained(dir)`` needs no config arguments and
+``Autoencoder.from_pretrained(dir_or_repo_id)`` returns the model (the file format and the Hugging Face Hub
+code live in ``gaussquant.pretrained``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from gaussquant.quantizers.base import Bottleneck, BottleneckOutput
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gaussquant.models.presets import ModelConfig
+    from gaussquant.quantizers.build import BottleneckConfig
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """What an :class:`Autoencoder` is: ``model`` (architecture and image size; None for an autoencoder
+    assembled by hand from its own encoder and decoder) and ``bottleneck`` (e.g. a ``GQConfig``).
+    These are the ``"model"`` and ``"bottleneck"`` sections of a saved ``config.json``."""
+
+    model: "ModelConfig | None"
+    bottleneck: "BottleneckConfig"
 
 
 @dataclass
@@ -37,11 +59,19 @@ class Autoencoder(nn.Module):
             ``in_channels`` and ``downsample_factor``.
         bottleneck: any :class:`~gaussquant.quantizers.base.Bottleneck`.
         decoder: ``bottleneck.latent_channels``-channel latents -> images; exposes ``last_layer_weight``.
-        convert_grayscale: repeat a single-channel input to 3 channels instead of raising.
+        convert_grayscale: repeat a single-channel input to 3 channels instead of raising (default: the
+            model config's, else False).
+        model_config: the :class:`~gaussquant.models.presets.ModelConfig` the encoder and decoder were built
+            from (``build_autoencoder`` passes it); needed to save the model.
+
+    Attributes:
+        metadata: the extra ``config.json`` keys of a loaded model (``step``, ``train``, ``conversion``,
+            ``metrics``, ...; empty for a model built in code).
     """
 
     def __init__(
-        self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module, *, convert_grayscale: bool = False
+        self, encoder: nn.Module, bottleneck: Bottleneck, decoder: nn.Module, *,
+        convert_grayscale: bool | None = None, model_config: "ModelConfig | None" = None,
     ) -> None:
         super().__init__()
         enc_out = getattr(encoder, "out_channels", None)
@@ -59,7 +89,58 @@ class Autoencoder(nn.Module):
         self.encoder = encoder
         self.bottleneck = bottleneck
         self.decoder = decoder
+        if convert_grayscale is None:
+            convert_grayscale = bool(model_config.convert_grayscale) if model_config is not None else False
         self.convert_grayscale = convert_grayscale
+        self.model_config = model_config
+        self.metadata: dict[str, Any] = {}
+
+    @property
+    def config(self) -> AutoencoderConfig:
+        """The model config and the bottleneck's typed config (exactly what this model does)."""
+        return AutoencoderConfig(model=self.model_config, bottleneck=self.bottleneck.config)
+
+    def save_pretrained(self, directory: str | os.PathLike, *, extra: dict[str, Any] | None = None,
+                        metrics: dict[str, Any] | None = None, model_card: bool = True) -> Path:
+        """Write ``config.json``, ``model.safetensors`` (and a model card ``README.md``) into ``directory``.
+
+        ``extra``: more JSON-safe keys for config.json; ``metrics``: measured numbers (e.g. the result of
+        ``gaussquant.evaluate``) stored under ``"metrics"`` and shown in the model card. See
+        ``gaussquant.pretrained.save_model``.
+        """
+        from gaussquant.pretrained import save_model
+
+        return save_model(self, directory, extra=extra, metrics=metrics, model_card=model_card)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Save this model to a temporary folder and upload it to the Hugging Face Hub repo ``repo_id``.
+
+        Needs the ``hub`` extra (``pip install 'gaussquant[hub]'``); keyword arguments as in
+        ``gaussquant.pretrained.hub.push_to_hub`` (``private``, ``token``, ``commit_message``, ``metrics``).
+        Returns the URL of the commit.
+        """
+        from gaussquant.pretrained.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                        use_ema: bool = False, **hub_kwargs: Any) -> "Autoencoder":
+        """Rebuild a saved model (eval mode) from a local folder or a Hugging Face Hub repo id.
+
+        Args:
+            path_or_repo_id: a ``save_pretrained`` folder, a checkpoint step folder, a training run folder, or
+                ``"user/repo"`` (downloaded, or read from the Hub cache offline; needs the ``hub`` extra).
+            map_location: device of the returned model.
+            use_ema: load the EMA weights of a training checkpoint.
+            hub_kwargs: ``revision``, ``cache_dir``, ``token``, ``local_files_only`` for a Hub repo id.
+
+        Returns:
+            The model; ``model.metadata`` holds the rest of its ``config.json`` (step, conversion, metrics).
+        """
+        from gaussquant.pretrained import load_model
+
+        return load_model(path_or_repo_id, map_location=map_location, use_ema=use_ema, **hub_kwargs)
 
     @property
     def downsample_factor(self) -> int:

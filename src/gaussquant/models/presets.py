@@ -149,4 +149,5 @@ def build_encoder_decoder(
 def build_autoencoder(model_cfg: ModelConfig, bottleneck: Bottleneck) -> Autoencoder:
     """Encoder + ``bottleneck`` + decoder, sized to the bottleneck's ``in_channels`` / ``latent_channels``."""
     encoder, decoder = build_encoder_decoder(model_cfg, bottleneck.in_channels, bottleneck.latent_channels)
-    return Autoencoder(encoder, bottleneck, decoder, convert_grayscale=model_cfg.convert_grayscale)
+    return Autoencoder(encoder, bottleneck, decoder, convert_grayscale=model_cfg.convert_grayscale,
+                       model_config=model_cfg)

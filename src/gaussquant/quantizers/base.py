@@ -16,18 +16,28 @@ shape ``(B, G, H, W)`` for channel-first latents and ``(B, L, G)`` for token-las
 ``dequantize(quantize(h))`` equals the eval-mode ``forward(h).z_hat`` exactly.
 
 Train/eval mode changes noise and EMA updates only, never what a bottleneck is.
+
+Every bottleneck keeps the configuration it was built from (design.md, "A model knows what it is"): the
+arguments of the most derived ``__init__`` are recorded when the module is constructed (the way diffusers'
+``register_to_config`` does), and :attr:`Bottleneck.config` turns them into the typed config dataclass of
+``quantizers/build.py`` (``GQConfig``, ``VQConfig``, ...), so that ``build_bottleneck(b.config)`` rebuilds
+the same bottleneck.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import inspect
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:  # pragma: no cover
+    from gaussquant.quantizers.build import BottleneckConfig
     from gaussquant.quantizers.posterior import DiagonalGaussian
 
 
@@ -68,8 +78,45 @@ class Bottleneck(nn.Module):
     latent_channels: int
     is_discrete: bool = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _recording_init(cls.__dict__["__init__"])  # type: ignore[method-assign]
+
+    @property
+    def init_arguments(self) -> dict[str, Any]:
+        """The constructor arguments (defaults applied) this bottleneck was built with; tensors as given."""
+        return dict(self.__dict__.get("_init_arguments", {}))
+
+    @property
+    def config(self) -> "BottleneckConfig":
+        """The typed config this bottleneck was built from (``build_bottleneck(self.config)`` rebuilds it)."""
+        from gaussquant.quantizers.build import config_of
+
+        return config_of(self)
+
     def forward(self, h: Tensor) -> BottleneckOutput:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _recording_init(init: Any) -> Any:
+    """Wrap a bottleneck ``__init__`` so that its bound arguments are kept on the module.
+
+    The wrapper of the most derived class runs last and so wins; values are deep-copied (tensors are kept
+    by reference: an explicit GQ codebook is also a registered buffer).
+    """
+    signature = inspect.signature(init)
+
+    @functools.wraps(init)
+    def wrapped(self: nn.Module, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = {k: v if isinstance(v, Tensor) else copy.deepcopy(v)
+                     for k, v in list(bound.arguments.items())[1:]}
+        self.__dict__["_init_arguments"] = arguments
+
+    return wrapped
 
 
 class DiscreteBottleneck(Bottleneck):

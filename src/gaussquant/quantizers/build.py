@@ -9,6 +9,7 @@ Each config is a dataclass with a class-level ``kind`` name; ``bottleneck_config
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -31,12 +32,16 @@ class GaussianConfig:
     grouping: str = "contiguous"
     factor: float = 1.01
     tolerance_bits: float = 0.5
-    factor: float = 1.01
 
 
 @dataclass
 class GQConfig:
-    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (method.md section 4)."""
+    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (method.md section 4).
+
+    ``codebook_method`` is ``"sobol"`` or ``"normal"`` (the codebook is regenerated from method, size, dim
+    and seed) or ``"explicit"``: the codebook was given as a tensor and lives only in the saved weights
+    (``seed`` is then unused); build such a quantizer with ``build_bottleneck(cfg, codebook=tensor)``.
+    """
 
     kind: ClassVar[str] = "gq"
     latent_channels: int = 16
@@ -145,8 +150,16 @@ def bottleneck_config_to_dict(cfg: BottleneckConfig) -> dict[str, Any]:
     return out
 
 
-def build_bottleneck(cfg: BottleneckConfig) -> Bottleneck:
-    """Construct the bottleneck a config describes (chosen by config type, never by string import)."""
+EXPLICIT_CODEBOOK = "explicit"
+
+
+def build_bottleneck(cfg: BottleneckConfig, *, codebook: Any = None) -> Bottleneck:
+    """Construct the bottleneck a config describes (chosen by config type, never by string import).
+
+    ``codebook``: the ``(K, d)`` tensor of a GQ config whose ``codebook_method`` is ``"explicit"`` (only then).
+    """
+    if codebook is not None and not (isinstance(cfg, GQConfig) and cfg.codebook_method == EXPLICIT_CODEBOOK):
+        raise ValueError("codebook= is only for a GQConfig with codebook_method='explicit'")
     if isinstance(cfg, GaussianConfig):
         from gaussquant.quantizers.gaussian import GaussianBottleneck
 
@@ -154,7 +167,16 @@ def build_bottleneck(cfg: BottleneckConfig) -> Bottleneck:
     if isinstance(cfg, GQConfig):
         from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
 
-        return GaussianQuantizer(**_fields(cfg))
+        fields = _fields(cfg)
+        if cfg.codebook_method == EXPLICIT_CODEBOOK:
+            if codebook is None:
+                raise ValueError(
+                    "this GQ config has codebook_method='explicit': its codebook is stored only with the weights; "
+                    "load the model with Autoencoder.from_pretrained, or pass codebook=(K, d) tensor"
+                )
+            fields["codebook_method"] = "sobol"  # unused when an explicit codebook is given
+            return GaussianQuantizer(**fields, codebook=codebook)
+        return GaussianQuantizer(**fields)
     if isinstance(cfg, VQConfig):
         from gaussquant.quantizers.vq import VectorQuantizer
 
@@ -177,6 +199,47 @@ def build_bottleneck(cfg: BottleneckConfig) -> Bottleneck:
         return TokenBridgeQuantizer(**_fields(cfg))
     raise TypeError(f"build_bottleneck got {type(cfg).__name__}; expected one of "
                     f"{[c.__name__ for c in BOTTLENECK_CONFIGS.values()]}")
+
+
+def _bottleneck_classes() -> dict[type, type]:
+    """Bottleneck module class -> its config class (imported here, when first asked)."""
+    from gaussquant.quantizers.bsq import BinarySphericalQuantizer
+    from gaussquant.quantizers.fsq import FiniteScalarQuantizer
+    from gaussquant.quantizers.gaussian import GaussianBottleneck
+    from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
+    from gaussquant.quantizers.lfq import LookupFreeQuantizer
+    from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
+    from gaussquant.quantizers.vq import VectorQuantizer
+
+    return {GaussianBottleneck: GaussianConfig, GaussianQuantizer: GQConfig, VectorQuantizer: VQConfig,
+            FiniteScalarQuantizer: FSQConfig, LookupFreeQuantizer: LFQConfig,
+            BinarySphericalQuantizer: BSQConfig, TokenBridgeQuantizer: TokenBridgeConfig}
+
+
+def config_of(bottleneck: Bottleneck) -> BottleneckConfig:
+    """The typed config of a built bottleneck, from the constructor arguments it recorded (quantizers/base.py).
+
+    Raises a TypeError for a bottleneck class without a config, and a ValueError when it was built with an
+    argument that no config field can express (e.g. a non-default ``multiplier_clamp``).
+    """
+    cfg_cls = next((c for k, c in _bottleneck_classes().items() if type(bottleneck) is k), None)
+    if cfg_cls is None:
+        raise TypeError(f"{type(bottleneck).__name__} has no bottleneck config; valid bottlenecks are built by "
+                        "build_bottleneck from one of " + ", ".join(c.__name__ for c in BOTTLENECK_CONFIGS.values()))
+    arguments = bottleneck.init_arguments
+    names = {f.name for f in dataclasses.fields(cfg_cls)}
+    values = {k: list(v) if isinstance(v, tuple) else v for k, v in arguments.items() if k in names}
+    if cfg_cls is GQConfig and arguments.get("codebook") is not None:
+        values["codebook_method"] = EXPLICIT_CODEBOOK
+    defaults = dict(inspect.signature(type(bottleneck).__init__).parameters)
+    for name, value in arguments.items():
+        if name in names or (cfg_cls is GQConfig and name == "codebook"):
+            continue
+        default = defaults[name].default if name in defaults else inspect.Parameter.empty
+        if default is inspect.Parameter.empty or value != default:
+            raise ValueError(f"{type(bottleneck).__name__} was built with {name}={value!r}, which its config "
+                             f"{cfg_cls.__name__} cannot record; build it with the default to save it")
+    return cfg_cls(**values)
 
 
 def _fields(cfg: Any) -> dict[str, Any]:

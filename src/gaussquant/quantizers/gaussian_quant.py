@@ -164,7 +164,12 @@ class GaussianQuantizer(DiscreteBottleneck):
         # args: local_metadata, strict, missing_keys, unexpected_keys, error_msgs (torch's signature)
         error_msgs = args[-1]
         key, fp_key = prefix + "codebook", prefix + "codebook_sha256"
-        if key in state_dict and fp_key in state_dict:
+        if key in state_dict and state_dict[key].dtype != torch.float32:
+            error_msgs.append(
+                f"{key}: the codebook is stored as {state_dict[key].dtype}, but GQ codebooks are float32 (their "
+                "fingerprint is of the float32 values, and rounding moves tokens); save the model in float32"
+            )
+        elif key in state_dict and fp_key in state_dict:
             stored = bytes(state_dict[fp_key].to(torch.uint8).tolist()).hex()
             actual = codebook_fingerprint(state_dict[key])
             if actual != stored:

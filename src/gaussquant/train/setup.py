@@ -17,7 +17,7 @@ from gaussquant.data.sampler import ResumableSampler, make_loader
 from gaussquant.losses.objective import Objective
 from gaussquant.models.discriminator import PatchDiscriminator
 from gaussquant.models.presets import build_autoencoder
-from gaussquant.pretrained import describe_model
+from gaussquant.pretrained import describe_model, state_digest
 from gaussquant.quantizers.build import build_bottleneck
 from gaussquant.train.config import TrainConfig, config_to_dict
 from gaussquant.train.distributed import DistInfo
@@ -132,8 +132,11 @@ def build_components(cfg: TrainConfig, info: DistInfo) -> Components:
 
 
 def checkpoint_meta(cfg: TrainConfig, c: Components, step: int) -> dict[str, Any]:
-    """config.json of a checkpoint: the pretrained.py model description + step + the training config."""
-    meta = describe_model(c.model_module, cfg.model, cfg.bottleneck)
+    """config.json of a checkpoint: the model's own description (``model.config``, weight digests) + step +
+    the training config."""
+    meta = describe_model(c.model_module)
+    if c.ema is not None:
+        meta["weights_sha256"]["ema"] = state_digest(c.ema.state_dict())
     meta["step"] = step
     meta["train"] = config_to_dict(cfg)
     return meta
