@@ -24,6 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="override a config field, e.g. --set optim.lr=3e-4 --set loss.gan.disc_start=null (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="require a checkpoint in --out and resume from it")
+    parser.add_argument(
+        "--init-from", metavar="MODEL",
+        help="start from the weights of a trained model (save dir, checkpoint or run dir): weights only, fresh "
+        "optimizer; the bottleneck may differ (e.g. a vanilla VAE fine-tuned with TDC); prints what was loaded",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,6 +45,8 @@ def main(args: argparse.Namespace) -> int:
         overrides.append(f"steps={args.steps}")
     if args.out:
         overrides.append(f"out={args.out}")
+    if args.init_from:
+        overrides.append(f"init_from={args.init_from}")
     config = load_config(args.config or args.preset, overrides)
     from gaussquant.train.trainer import run
 

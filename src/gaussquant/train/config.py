@@ -95,7 +95,8 @@ class TrainConfig:
     ``batch_size`` is per process and per micro-batch: the global batch of one optimiser step is
     ``batch_size * world_size * optim.grad_accum``. ``ema_decay`` None = no EMA weights. ``precision``:
     ``fp32`` or ``bf16`` (autocast; the bottleneck quantizes in fp32). ``device``: ``auto`` (CUDA when
-    present), ``cpu`` or ``cuda``.
+    present), ``cpu`` or ``cuda``. ``init_from``: a trained model (save dir, checkpoint or run dir) whose
+    matching weights start a new run (weights only; ignored when the run resumes from its own checkpoint).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -115,6 +116,7 @@ class TrainConfig:
     compile: bool = False
     precision: str = "fp32"
     device: str = "auto"
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         validate(self)

@@ -5,6 +5,7 @@ Leaves (models, bottlenecks, losses, data) get plain arguments from here.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from gaussquant.train.ema import EMA
 from gaussquant.train.optim import build_optimizer, build_scheduler
 
 PREVIEW_IMAGES = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -129,6 +131,17 @@ def build_components(cfg: TrainConfig, info: DistInfo) -> Components:
         disc=_wrap(disc, info) if disc is not None else None, disc_module=disc, disc_optimizer=d_opt,
         disc_scheduler=d_sched, sampler=sampler, loader=loader, preview=preview,
     )
+
+
+def init_weights(cfg: TrainConfig, c: Components) -> None:
+    """``init_from``: load a trained model's matching weights (train/init_from.py), log the mapping, and
+    restart the EMA from them. The optimiser has not stepped yet, so its state is fresh."""
+    from gaussquant.train.init_from import init_from_pretrained
+
+    report = init_from_pretrained(c.model_module, cfg.init_from)
+    log.info("%s", report.to_text())
+    if c.ema is not None:
+        c.ema = EMA(c.model_module, cfg.ema_decay)
 
 
 def checkpoint_meta(cfg: TrainConfig, c: Components, step: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gaussquant.train.config import TrainConfig, save_config_yaml
 from gaussquant.train.monitor import Monitor
-from gaussquant.train.setup import Components, build_components, checkpoint_meta
+from gaussquant.train.setup import Components, build_components, checkpoint_meta, init_weights
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,8 @@ class Trainer:
             self._restore(ckpt)
         elif resume:
             raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to resume from")
+        elif cfg.init_from:
+            init_weights(cfg, self.c)  # a new run from a trained model's weights (train/setup.py)
         if self.info.is_main:
             save_config_yaml(cfg, self.out / "config.yaml")
         self._iter = None
