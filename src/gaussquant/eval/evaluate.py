@@ -152,11 +152,12 @@ def evaluate(
     """Evaluate reconstructions of ``data`` by ``model``; return the JSON-safe result dict.
 
     Args:
-        model: an Autoencoder (on its device), or a path for ``from_pretrained`` (save/checkpoint/run dir).
+        model: an Autoencoder (on its device), or a path for ``Autoencoder.from_pretrained`` (save/checkpoint/run
+            dir or Hub repo id).
         data: an image folder, a Dataset of ``(3, S, S)`` tensors in [-1, 1], or None for the bundled
             held-out photo crops (``num_crops`` of them).
-        image_size: crop side; default the saved model's ``image_size`` (required for a model object with a
-            folder or the default data).
+        image_size: crop side; default ``model.config.model.image_size`` (required for a model assembled
+            without a ModelConfig, unless ``data`` is a Dataset).
         batch_size, num_workers: DataLoader settings (per rank).
         device: for a model path (``None``: CUDA when available).
         json_path / report_dir: also write the JSON / the markdown report there (rank 0).
