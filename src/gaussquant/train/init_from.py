@@ -14,14 +14,11 @@ tensor with the new model, or has another architecture, is an error.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-
-log = logging.getLogger(__name__)
 
 # tensors defined by the bottleneck config itself (a codebook spec), never taken from another model
 _CONFIG_DEFINED = ("bottleneck.codebook", "bottleneck.codebook_sha256")
