@@ -120,6 +120,11 @@ def test_model_config_from_diffusers_maps_every_field():
     # the custom arch survives the plain-dict round trip a saved config.json makes
     data = json.loads(json.dumps(dataclasses.asdict(cfg)))
     assert ModelConfig(**data) == cfg
+    # and a training config's model section can name it (YAML lists -> tuples)
+    from gaussquant.train.config import config_from_dict
+
+    train = config_from_dict({"model": data, "bottleneck": {"kind": "gaussian", "latent_channels": 4, "group_dim": 4}})
+    assert train.model == cfg
 
 
 def test_key_mapping_is_a_bijection_both_ways():

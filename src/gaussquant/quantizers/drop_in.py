@@ -207,7 +207,7 @@ class GaussianQuant(nn.Module):
             out = self.gaussian(h, generator=generator)
             aux_loss = self.rate_weight * out.losses["rate"]
             self.last_kl_bits = out.kl_bits.detach()
-            if self.training if update_rate is None else update_rate:
+            if (self.training if update_rate is None else update_rate):
                 self.gaussian.update_rate_controller(out.kl_bits.detach())
             indices = None
             if self.return_indices:
