@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "GaussianBottleneck": "gaussquant.quantizers.gaussian",
     "RateController": "gaussquant.quantizers.gaussian",
     "GaussianQuantizer": "gaussquant.quantizers.gaussian_quant",
+    "GaussianQuant": "gaussquant.quantizers.drop_in",
     "VectorQuantizer": "gaussquant.quantizers.vq",
     "FiniteScalarQuantizer": "gaussquant.quantizers.fsq",
     "LookupFreeQuantizer": "gaussquant.quantizers.lfq",

@@ -33,14 +33,14 @@ def group_norm(channels: int, groups: int = GROUPS) -> nn.GroupNorm:
 class ResnetBlock(nn.Module):
     """``x + conv(SiLU(norm(conv(SiLU(norm(x))))))`` with a 1x1 ``nin_shortcut`` when channels change.
 
-    Shapes: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``.
+    Shapes: ``(B, in_channels, H, W) -> (B, out_channels, H, W)``. ``groups``: GroupNorm groups (32).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0, groups: int = GROUPS) -> None:
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, groups)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         if in_channels != out_channels:
@@ -58,9 +58,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over the H*W positions, residual. ``(B, C, H, W) -> (B, C, H, W)``."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, groups: int = GROUPS) -> None:
         super().__init__()
-        self.norm = group_norm(channels)
+        self.norm = group_norm(channels, groups)
         self.q = nn.Conv2d(channels, channels, 1)
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)

@@ -14,11 +14,15 @@ width a bottleneck should be built with.
 | vit-tiny   | vit  | 4 | 8  | patch 4, width 128, depth 2, heads 4; CPU               |
 | vit-small  | vit  | 8 | 16 | patch 8, width 384, depth 6, heads 6                    |
 | vit-paper  | vit  | 8 | 16 | patch 8, width 768, depth 12, heads 12 (~175M)          |
+
+Any other UNet (e.g. one read from a diffusers ``AutoencoderKL`` config by
+:func:`gaussquant.interop.diffusers.model_config_from_diffusers`) is ``ModelConfig(arch="unet-custom",
+unet=UNetArch(...))``; its ``unet`` field is saved with the model like every other field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from torch import nn
 
@@ -30,7 +34,12 @@ from gaussquant.quantizers.base import Bottleneck
 
 @dataclass(frozen=True)
 class UNetArch:
-    """A UNet size. ``attn_levels``: level indices (0 = full resolution) that get self-attention."""
+    """A UNet size. ``attn_levels``: level indices (0 = full resolution) that get self-attention.
+
+    ``mid_attention``, ``norm_groups``, ``quant_conv`` and ``post_quant_conv`` are the SD-family VAE options
+    of :class:`~gaussquant.models.unet.UNetEncoder` / :class:`~gaussquant.models.unet.UNetDecoder`; the
+    presets keep the GQ reference's layout (no middle attention, 32 groups, no 1x1 convs).
+    """
 
     base_channels: int
     channel_mults: tuple[int, ...]
@@ -39,6 +48,18 @@ class UNetArch:
     z_channels: int
     dropout: float = 0.0
     mid_attention: bool = False
+    norm_groups: int = 32
+    quant_conv: bool = False
+    post_quant_conv: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UNetArch":
+        """Rebuild from the plain dict a saved config holds (JSON lists back to tuples)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown UNetArch keys {unknown}; expected a subset of {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     @property
     def downsample_factor(self) -> int:
@@ -61,6 +82,8 @@ class ViTArch:
         return self.patch_size
 
 
+CUSTOM_UNET = "unet-custom"
+
 ARCH_PRESETS: dict[str, UNetArch | ViTArch] = {
     "unet-tiny": UNetArch(
         base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_levels=(), z_channels=8
@@ -82,22 +105,33 @@ class ModelConfig:
     """Which architecture, at which image size.
 
     Attributes:
-        arch: a key of ``ARCH_PRESETS``.
+        arch: a key of ``ARCH_PRESETS``, or ``"unet-custom"`` together with ``unet``.
         image_size: training image side in pixels; a multiple of the preset's downsampling factor. The
             ViT's positional embeddings are learned for exactly this size; the UNet runs at any multiple
             of f and places attention relative to this size.
         dropout: overrides the UNet preset's dropout (None: keep it). The ViT has none.
         convert_grayscale: repeat single-channel inputs to RGB instead of raising.
+        unet: the architecture of ``arch="unet-custom"`` (a :class:`UNetArch` or its dict); None otherwise.
     """
 
     arch: str = "unet-tiny"
     image_size: int = 64
     dropout: float | None = None
     convert_grayscale: bool = False
+    unet: UNetArch | None = None
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCH_PRESETS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of {sorted(ARCH_PRESETS)}")
+        if isinstance(self.unet, dict):
+            self.unet = UNetArch.from_dict(self.unet)
+        if (self.arch == CUSTOM_UNET) != (self.unet is not None):
+            raise ValueError(
+                f"arch={CUSTOM_UNET!r} and unet=UNetArch(...) go together; got arch={self.arch!r} with "
+                f"unet={'set' if self.unet is not None else 'None'}"
+            )
+        if self.arch not in ARCH_PRESETS and self.arch != CUSTOM_UNET:
+            raise ValueError(
+                f"unknown arch {self.arch!r}; choose one of {sorted(ARCH_PRESETS)} (or {CUSTOM_UNET!r} with unet=...)"
+            )
         f = self.preset.downsample_factor
         if self.image_size < f or self.image_size % f:
             raise ValueError(
@@ -111,7 +145,7 @@ class ModelConfig:
 
     @property
     def preset(self) -> UNetArch | ViTArch:
-        return ARCH_PRESETS[self.arch]
+        return self.unet if self.unet is not None else ARCH_PRESETS[self.arch]
 
     @property
     def downsample_factor(self) -> int:
@@ -137,8 +171,12 @@ def build_encoder_decoder(
             resolution=size,
             dropout=arch.dropout if model_cfg.dropout is None else model_cfg.dropout,
             mid_attention=arch.mid_attention,
+            norm_groups=arch.norm_groups,
         )
-        return UNetEncoder(out_channels=enc_out_channels, **common), UNetDecoder(in_channels=dec_in_channels, **common)
+        return (
+            UNetEncoder(out_channels=enc_out_channels, quant_conv=arch.quant_conv, **common),
+            UNetDecoder(in_channels=dec_in_channels, post_quant_conv=arch.post_quant_conv, **common),
+        )
     common = dict(
         image_size=size, patch_size=arch.patch_size, width=arch.width, depth=arch.depth,
         heads=arch.heads, mlp_ratio=arch.mlp_ratio,

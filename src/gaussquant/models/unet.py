@@ -7,9 +7,10 @@ self-attention at the 32x32 level of a 256x256 input, z_channels 16 with the enc
 Parameter names equal those of the GQ reference one for one (``conv_in``, ``down.{i}.block.{j}``,
 ``down.{i}.attn.{j}``, ``down.{i}.downsample.conv``, ``mid.block_1``, ``mid.block_2``, ``up.{i}...``,
 ``norm_out``, ``conv_out``). The reference has no middle attention (``mid.attn_1``) and no
-``quant_conv`` / ``post_quant_conv``; SD-family VAE weights have both: build with ``mid_attention=True``
-and map ``quant_conv`` into the bottleneck side yourself. Inside an :class:`Autoencoder` the keys carry the
-prefixes ``encoder.`` and ``decoder.``.
+``quant_conv`` / ``post_quant_conv``; SD-family VAEs (diffusers' ``AutoencoderKL``) have all three: build
+with ``mid_attention=True``, ``quant_conv=True`` (encoder) and ``post_quant_conv=True`` (decoder), and
+``norm_groups`` as theirs (see :mod:`gaussquant.interop.diffusers`). Inside an :class:`Autoencoder` the
+keys carry the prefixes ``encoder.`` and ``decoder.``.
 
 Latents are channel-first ``(B, C, H/f, W/f)``.
 """
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gaussquant.models.layers import AttnBlock, Downsample, ResnetBlock, Upsample, group_norm
+from gaussquant.models.layers import GROUPS, AttnBlock, Downsample, ResnetBlock, Upsample, group_norm
 
 
 def _check_common(base_channels: int, channel_mults: Sequence[int], num_res_blocks: int, resolution: int) -> None:
@@ -34,11 +35,11 @@ def _check_common(base_channels: int, channel_mults: Sequence[int], num_res_bloc
 class _Mid(nn.Module):
     """``block_1`` -> (optional ``attn_1``) -> ``block_2`` at the lowest resolution."""
 
-    def __init__(self, channels: int, dropout: float, attention: bool) -> None:
+    def __init__(self, channels: int, dropout: float, attention: bool, groups: int) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels) if attention else None
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        self.block_1 = ResnetBlock(channels, channels, dropout, groups)
+        self.attn_1 = AttnBlock(channels, groups) if attention else None
+        self.block_2 = ResnetBlock(channels, channels, dropout, groups)
 
     def forward(self, h: Tensor) -> Tensor:
         h = self.block_1(h)
@@ -50,11 +51,13 @@ class _Mid(nn.Module):
 class _Level(nn.Module):
     """One resolution level: res blocks, each followed by attention when the level has it, then resampling."""
 
-    def __init__(self, blocks: list[ResnetBlock], attention: bool, resample: nn.Module | None, name: str) -> None:
+    def __init__(
+        self, blocks: list[ResnetBlock], attention: bool, resample: nn.Module | None, name: str, groups: int
+    ) -> None:
         super().__init__()
         self.block = nn.ModuleList(blocks)
         channels = blocks[-1].conv2.out_channels
-        self.attn = nn.ModuleList([AttnBlock(channels) for _ in blocks] if attention else [])
+        self.attn = nn.ModuleList([AttnBlock(channels, groups) for _ in blocks] if attention else [])
         # registered under the SD-family name: "downsample" in the encoder, "upsample" in the decoder
         if resample is not None:
             self.add_module(name, resample)
@@ -85,6 +88,9 @@ class UNetEncoder(nn.Module):
             z_channels for the others.
         mid_attention: self-attention between the two middle res blocks (False in the GQ reference,
             True in SD-family VAEs).
+        norm_groups: GroupNorm groups of every norm layer (32; divides every level's channels).
+        quant_conv: a 1x1 conv ``out_channels -> out_channels`` after ``conv_out`` (SD-family VAEs' moments
+            projection, kept as a layer so their weights load exactly); False in the GQ reference.
     """
 
     def __init__(
@@ -99,6 +105,8 @@ class UNetEncoder(nn.Module):
         dropout: float = 0.0,
         out_channels: int,
         mid_attention: bool = False,
+        norm_groups: int = GROUPS,
+        quant_conv: bool = False,
     ) -> None:
         super().__init__()
         _check_common(base_channels, channel_mults, num_res_blocks, resolution)
@@ -112,22 +120,25 @@ class UNetEncoder(nn.Module):
             block_out = base_channels * mult
             blocks = []
             for _ in range(num_res_blocks):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                blocks.append(ResnetBlock(block_in, block_out, dropout, norm_groups))
                 block_in = block_out
             last = i == len(channel_mults) - 1
-            levels.append(_Level(blocks, res in attn_resolutions, None if last else Downsample(block_in), "downsample"))
+            resample = None if last else Downsample(block_in)
+            levels.append(_Level(blocks, res in attn_resolutions, resample, "downsample", norm_groups))
             res = res if last else res // 2
         self.down = nn.ModuleList(levels)
-        self.mid = _Mid(block_in, dropout, mid_attention)
-        self.norm_out = group_norm(block_in)
+        self.mid = _Mid(block_in, dropout, mid_attention, norm_groups)
+        self.norm_out = group_norm(block_in, norm_groups)
         self.conv_out = nn.Conv2d(block_in, out_channels, 3, padding=1)
+        self.quant_conv = nn.Conv2d(out_channels, out_channels, 1) if quant_conv else None
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
         for level in self.down:
             h = level(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        h = self.conv_out(F.silu(self.norm_out(h)))
+        return h if self.quant_conv is None else self.quant_conv(h)
 
 
 class UNetDecoder(nn.Module):
@@ -135,6 +146,7 @@ class UNetDecoder(nn.Module):
 
     Args mirror :class:`UNetEncoder`; ``in_channels`` is the bottleneck's ``latent_channels``. Each level
     has ``num_res_blocks + 1`` res blocks; ``up[i]`` works at the resolution of ``down[i]``.
+    ``post_quant_conv``: a 1x1 conv ``in_channels -> in_channels`` before ``conv_in`` (SD-family VAEs).
     """
 
     def __init__(
@@ -149,6 +161,8 @@ class UNetDecoder(nn.Module):
         dropout: float = 0.0,
         in_channels: int,
         mid_attention: bool = False,
+        norm_groups: int = GROUPS,
+        post_quant_conv: bool = False,
     ) -> None:
         super().__init__()
         _check_common(base_channels, channel_mults, num_res_blocks, resolution)
@@ -158,22 +172,26 @@ class UNetDecoder(nn.Module):
         self.upsample_factor = 2 ** (num_levels - 1)
         block_in = base_channels * channel_mults[-1]
         res = resolution // self.upsample_factor
+        self.post_quant_conv = nn.Conv2d(in_channels, in_channels, 1) if post_quant_conv else None
         self.conv_in = nn.Conv2d(in_channels, block_in, 3, padding=1)
-        self.mid = _Mid(block_in, dropout, mid_attention)
+        self.mid = _Mid(block_in, dropout, mid_attention, norm_groups)
         levels: list[_Level] = []
         for i in reversed(range(num_levels)):
             block_out = base_channels * channel_mults[i]
             blocks = []
             for _ in range(num_res_blocks + 1):
-                blocks.append(ResnetBlock(block_in, block_out, dropout))
+                blocks.append(ResnetBlock(block_in, block_out, dropout, norm_groups))
                 block_in = block_out
-            levels.insert(0, _Level(blocks, res in attn_resolutions, Upsample(block_in) if i else None, "upsample"))
+            resample = Upsample(block_in) if i else None
+            levels.insert(0, _Level(blocks, res in attn_resolutions, resample, "upsample", norm_groups))
             res = res * 2 if i else res
         self.up = nn.ModuleList(levels)
-        self.norm_out = group_norm(block_in)
+        self.norm_out = group_norm(block_in, norm_groups)
         self.conv_out = nn.Conv2d(block_in, out_channels, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
+        if self.post_quant_conv is not None:
+            z = self.post_quant_conv(z)
         h = self.mid(self.conv_in(z))
         for level in reversed(self.up):
             h = level(h)

@@ -125,7 +125,8 @@ class RateController(nn.Module):
         """lambda * batch mean of each image's sum of weighted group KLs: a scalar in bits per image."""
         _check_kl(kl_bits)
         weighted = (self.weights(kl_bits) * kl_bits).flatten(1).sum(dim=1).mean()
-        return self.multiplier.to(kl_bits.dtype) * weighted
+        # a copy, so that an update() between this call and backward() cannot invalidate the graph
+        return self.multiplier.to(kl_bits.dtype, copy=True) * weighted
 
     def stats(self) -> dict[str, Tensor]:
         return {
