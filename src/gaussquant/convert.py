@@ -45,11 +45,10 @@ def _source_bottleneck(model: nn.Module) -> nn.Module:
 
 
 def default_codebook_dim(model: nn.Module) -> int:
-    """The source bottleneck's group size: ``group_dim`` (Gaussian/TDC) or ``codebook_dim`` (GQ)."""
+    """The source bottleneck's group size ``codebook_dim`` (Gaussian/TDC or GQ), else its channel count."""
     bottleneck = _source_bottleneck(model)
-    for name in ("group_dim", "codebook_dim"):
-        if getattr(bottleneck, name, None):
-            return int(getattr(bottleneck, name))
+    if getattr(bottleneck, "codebook_dim", None):
+        return int(bottleneck.codebook_dim)
     return int(bottleneck.latent_channels)
 
 

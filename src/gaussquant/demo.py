@@ -29,7 +29,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 6
-# Per-device recipe: (arch, image_size, latent_channels, group_dim, log2 K, batch, max steps).
+# Per-device recipe: (arch, image_size, latent_channels, codebook_dim, log2 K, batch, max steps).
 CPU_RECIPE = ("unet-tiny", 32, 8, 4, 8, 8, 4000)
 GPU_RECIPE = ("unet-small", 64, 16, 4, 10, 32, 40000)
 
@@ -56,7 +56,7 @@ def demo_config(out: Path, *, steps: int, cuda: bool, seed: int = 0) -> Any:
     arch, size, channels, d, bits, batch, _ = GPU_RECIPE if cuda else CPU_RECIPE
     overrides = [
         f"model.arch={arch}", f"model.image_size={size}", f"data.image_size={size}",
-        f"bottleneck.latent_channels={channels}", f"bottleneck.group_dim={d}", f"bottleneck.target_bits={bits}",
+        f"bottleneck.latent_channels={channels}", f"bottleneck.codebook_dim={d}", f"bottleneck.target_bits={bits}",
         # why: f = 1.01 (the paper's, for 10^5+ steps) moves lambda too slowly for a few thousand steps
         "bottleneck.factor=1.03",
         f"batch_size={batch}", f"steps={steps}", f"seed={seed}", f"out={out / 'train'}",
@@ -209,7 +209,7 @@ def _prepend_report(result: DemoResult, cfg: Any, grid: Path) -> None:
     lines = [
         "# gaussquant demo", "",
         f"A {cfg.model.arch} Gaussian VAE with TDC (C = {cfg.bottleneck.latent_channels}, d = "
-        f"{cfg.bottleneck.group_dim}, target {cfg.bottleneck.target_bits:g} bits per group) trained for "
+        f"{cfg.bottleneck.codebook_dim}, target {cfg.bottleneck.target_bits:g} bits per group) trained for "
         f"{result.steps} steps ({result.train_seconds:.0f} s) on {cfg.model.image_size}x{cfg.model.image_size} "
         f"crops of the bundled training photos, then converted to GQ (K = {r['codebook_size']}, Sobol codebook, "
         f"log-ratio search) without training. Rate: {r['bits_per_token']:g} bits per token, "

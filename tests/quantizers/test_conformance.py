@@ -14,7 +14,7 @@ B, H, W, L = 2, 3, 4, 5
 
 def _gaussian():
     mod = _import("gaussquant.quantizers.gaussian")
-    return mod.GaussianBottleneck(latent_channels=8, group_dim=4, target_bits=4.0)
+    return mod.GaussianBottleneck(latent_channels=8, codebook_dim=4, target_bits=4.0)
 
 
 def _gq():
@@ -70,7 +70,7 @@ def _bsq():
 def _tokenbridge():
     from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
 
-    return TokenBridgeQuantizer(4, bits=3)
+    return TokenBridgeQuantizer(4, codebook_bits=3)
 
 
 # name -> (factory, trains through the quantizer: gradients must reach the encoder output)

@@ -101,14 +101,14 @@ def plan(cfg: QualityConfig) -> list[Unit]:
                 configs = rate_matched_configs(bits, latent_channels=c)
                 for method in cfg.methods:
                     if method == "gq":
-                        g = GaussianConfig(latent_channels=c, group_dim=c, target_bits=float(bits), factor=cfg.tdc_factor)
+                        g = GaussianConfig(latent_channels=c, codebook_dim=c, target_bits=float(bits), factor=cfg.tdc_factor)
                         add(arch, seed, f"tdc-{bits}", g, method, bits)
                     elif method == "tokenbridge":
-                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=None,
+                        g = GaussianConfig(latent_channels=c, codebook_dim=1, target_bits=None,
                                            kl_weight=cfg.vanilla_kl_weight)
                         add(arch, seed, "vanilla", g, method, bits)
                     elif method == "tokenbridge_tdc":
-                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=float(bits // c),
+                        g = GaussianConfig(latent_channels=c, codebook_dim=1, target_bits=float(bits // c),
                                            factor=cfg.tdc_factor)
                         add(arch, seed, f"tdc-d1-{bits}", g, method, bits)
                     else:

@@ -56,7 +56,7 @@ def build_eval_dataset(data: str | os.PathLike | Dataset | None, image_size: int
 
 
 def _group_layout(bottleneck: nn.Module) -> tuple[int, str]:
-    d = getattr(bottleneck, "codebook_dim", None) or getattr(bottleneck, "group_dim", None)
+    d = getattr(bottleneck, "codebook_dim", None)
     return int(d or bottleneck.latent_channels), str(getattr(bottleneck, "grouping", "contiguous"))
 
 

@@ -9,6 +9,7 @@ Each config is a dataclass with a class-level ``kind`` name; ``bottleneck_config
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,7 +26,7 @@ class GaussianConfig:
 
     kind: ClassVar[str] = "gaussian"
     latent_channels: int = 16
-    group_dim: int = 16
+    codebook_dim: int = 16
     target_bits: float | None = 16.0
     kl_weight: float | None = None
     grouping: str = "contiguous"
@@ -66,7 +67,7 @@ class VQConfig:
     ema_eps: float = 1e-5
     restart_threshold: float = 0.0
     seed: int = 0
-    max_search_memory_bytes: int | None = None
+    max_memory_bytes: int | None = None
 
 
 @dataclass
@@ -103,7 +104,7 @@ class BSQConfig:
 class TokenBridgeConfig:
     kind: ClassVar[str] = "tokenbridge"
     latent_channels: int = 16
-    bits: int = 1
+    codebook_bits: int = 1
     input: str = "mean"
     scale_factor: float = 1.0
     quant_max: float = 5.0
@@ -119,6 +120,25 @@ BOTTLENECK_CONFIGS: dict[str, type] = {
 }
 
 
+# Keys renamed so that one concept has one name; saved configs that still use the old key load with a warning.
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "gaussian": {"group_dim": "codebook_dim"},
+    "vq": {"max_search_memory_bytes": "max_memory_bytes"},
+    "tokenbridge": {"bits": "codebook_bits"},
+}
+
+
+def _rename_old_keys(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Map renamed keys of ``kind`` to their current names (a DeprecationWarning per old key seen)."""
+    out = dict(d)
+    for old, new in RENAMED_KEYS.get(kind, {}).items():
+        if old in out:
+            warnings.warn(f"bottleneck key {old!r} of kind {kind!r} is now called {new!r}; "
+                          f"rename it in the saved config", DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
+
+
 def bottleneck_config_from_dict(d: dict[str, Any]) -> BottleneckConfig:
     """``{"kind": "vq", "codebook_size": 1024, ...}`` -> ``VQConfig(...)``; unknown kinds or keys are errors."""
     if not isinstance(d, dict) or "kind" not in d:
@@ -126,6 +146,7 @@ def bottleneck_config_from_dict(d: dict[str, Any]) -> BottleneckConfig:
     kind = d["kind"]
     if kind not in BOTTLENECK_CONFIGS:
         raise ValueError(f"unknown bottleneck kind {kind!r}; valid kinds: {sorted(BOTTLENECK_CONFIGS)}")
+    d = _rename_old_keys(kind, d)
     cls = BOTTLENECK_CONFIGS[kind]
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in d:

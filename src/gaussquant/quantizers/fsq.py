@@ -60,7 +60,7 @@ class FiniteScalarQuantizer(DiscreteBottleneck):
             )
         self.levels = levels
         self.codebook_size, self.num_groups = size, num_groups
-        self.group_dim = len(levels)
+        self.codebook_dim = len(levels)
         self.in_channels = self.latent_channels = num_groups * len(levels)
         # keep_num_codebooks_dim=True: library indices are (B, N, G) for any G
         self.fsq = FSQ(levels=levels, num_codebooks=num_groups, keep_num_codebooks_dim=True)

@@ -140,7 +140,7 @@ class GaussianBottleneck(Bottleneck):
 
     Args:
         latent_channels: C, the channels the decoder receives; the encoder must emit 2C (mean, logvar).
-        group_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
+        codebook_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
         target_bits: TDC target T per group in bits (log2 K). Exactly one of target_bits / kl_weight.
         kl_weight: fixed weight of the KL in bits (the "vanilla" ablation, no TDC).
         grouping: ``contiguous`` or ``strided`` (method.md section 2).
@@ -150,7 +150,7 @@ class GaussianBottleneck(Bottleneck):
     def __init__(
         self,
         latent_channels: int,
-        group_dim: int,
+        codebook_dim: int,
         *,
         target_bits: float | None = None,
         kl_weight: float | None = None,
@@ -160,7 +160,7 @@ class GaussianBottleneck(Bottleneck):
         multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
     ) -> None:
         super().__init__()
-        self.num_groups = check_grouping(latent_channels, group_dim, grouping)
+        self.num_groups = check_grouping(latent_channels, codebook_dim, grouping)
         if (target_bits is None) == (kl_weight is None):
             raise ValueError(
                 "give exactly one of target_bits (TDC, e.g. log2 of the codebook size) or kl_weight "
@@ -170,7 +170,7 @@ class GaussianBottleneck(Bottleneck):
             raise ValueError(f"kl_weight must be >= 0; got {kl_weight}")
         self.latent_channels = latent_channels
         self.in_channels = 2 * latent_channels
-        self.group_dim = group_dim
+        self.codebook_dim = codebook_dim
         self.grouping = grouping
         self.kl_weight = None if kl_weight is None else float(kl_weight)
         self.rate_controller: RateController | None = None
@@ -180,7 +180,7 @@ class GaussianBottleneck(Bottleneck):
     def extra_repr(self) -> str:
         mode = "tdc" if self.rate_controller is not None else f"vanilla kl_weight={self.kl_weight:g}"
         return (
-            f"latent_channels={self.latent_channels}, group_dim={self.group_dim}, "
+            f"latent_channels={self.latent_channels}, codebook_dim={self.codebook_dim}, "
             f"num_groups={self.num_groups}, grouping={self.grouping}, {mode}"
         )
 
@@ -203,7 +203,7 @@ class GaussianBottleneck(Bottleneck):
         check_latent(h, self.in_channels, type(self).__name__)
         posterior = DiagonalGaussian.from_moments(h)
         z_hat = posterior.sample(generator) if self.training else posterior.mode()
-        kl_bits = posterior.group_kl_bits(self.group_dim, self.grouping)
+        kl_bits = posterior.group_kl_bits(self.codebook_dim, self.grouping)
         stats = kl_stats(kl_bits)
         if self.rate_controller is not None:
             stats.update(self.rate_controller.stats())

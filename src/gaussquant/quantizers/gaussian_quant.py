@@ -155,7 +155,7 @@ class GaussianQuantizer(DiscreteBottleneck):
         if not isinstance(bottleneck, GaussianBottleneck):
             raise TypeError(f"from_bottleneck expects a GaussianBottleneck; got {type(bottleneck).__name__}")
         kwargs.setdefault("grouping", bottleneck.grouping)
-        dim = bottleneck.group_dim if codebook_dim is None else codebook_dim
+        dim = bottleneck.codebook_dim if codebook_dim is None else codebook_dim
         quantizer = cls(bottleneck.latent_channels, codebook_size, dim, **kwargs)
         return quantizer.to(bottleneck_device(bottleneck))
 

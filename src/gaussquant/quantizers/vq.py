@@ -74,7 +74,7 @@ class VectorQuantizer(DiscreteBottleneck):
         restart_threshold: restart codes whose running usage (assignments per step, EMA with
             ``ema_decay``) is below this; 0 disables restarts.
         seed: seeds the codebook initialisation and the restart draws (local generators).
-        max_search_memory_bytes: memory bound of the nearest search (None: the search's default).
+        max_memory_bytes: memory bound of the nearest search (None: the search's default).
     """
 
     def __init__(
@@ -91,7 +91,7 @@ class VectorQuantizer(DiscreteBottleneck):
         ema_eps: float = 1e-5,
         restart_threshold: float = 0.0,
         seed: int = 0,
-        max_search_memory_bytes: int | None = None,
+        max_memory_bytes: int | None = None,
     ) -> None:
         super().__init__()
         d = latent_channels if codebook_dim is None else codebook_dim
@@ -108,7 +108,7 @@ class VectorQuantizer(DiscreteBottleneck):
         self.num_groups = latent_channels // d
         self.beta, self.legacy, self.l2_normalize = beta, legacy, l2_normalize
         self.ema, self.ema_decay, self.ema_eps = ema, ema_decay, ema_eps
-        self.restart_threshold, self.max_search_memory_bytes = restart_threshold, max_search_memory_bytes
+        self.restart_threshold, self.max_memory_bytes = restart_threshold, max_memory_bytes
         self._restart_generator = torch.Generator().manual_seed(seed + 1)
         # taming's initialisation: uniform in [-1/K, 1/K]
         init = (torch.rand(codebook_size, d, generator=torch.Generator().manual_seed(seed)) * 2 - 1) / codebook_size
@@ -137,7 +137,7 @@ class VectorQuantizer(DiscreteBottleneck):
         from gaussquant.quantizers.search import nearest_search  # written in a sibling room
 
         idx = nearest_search(z.detach().reshape(-1, self.codebook_dim), codebook.detach(),
-                             max_memory_bytes=self.max_search_memory_bytes)
+                             max_memory_bytes=self.max_memory_bytes)
         return idx.reshape(z.shape[:-1])
 
     def _to_layout(self, flat: Tensor, h: Tensor) -> Tensor:
