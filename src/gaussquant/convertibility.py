@@ -26,26 +26,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import channels_last
+from gaussquant.quantizers.grouping import to_groups
 
 BAND_BITS = 0.5  # method.md section 3: the TDC tolerance tau; the sizing band of the report
 _SQRT2 = math.sqrt(2.0)
-
-
-def group_dims(per_dim: Tensor, codebook_dim: int, grouping: str) -> Tensor:
-    """Per-dimension values ``(N, C)`` (channels last) -> ``(N, G, d)`` with method.md section 2's grouping.
-
-    ``contiguous``: group g is channels [g*d, (g+1)*d); ``strided``: channels {g, g+G, g+2G, ...}.
-    """
-    n, channels = per_dim.shape
-    if codebook_dim < 1 or channels % codebook_dim:
-        raise ValueError(f"codebook_dim {codebook_dim} must divide the latent channels ({channels})")
-    groups = channels // codebook_dim
-    if grouping == "contiguous":
-        return per_dim.reshape(n, groups, codebook_dim)
-    if grouping == "strided":
-        return per_dim.reshape(n, codebook_dim, groups).transpose(1, 2)
-    raise ValueError(f"grouping must be 'contiguous' or 'strided'; got {grouping!r}")
 
 
 def box_probability(mean: Tensor, std: Tensor) -> Tensor:
@@ -219,7 +205,7 @@ class KLAccumulator:
         post = DiagonalGaussian(mean.detach().float(), logvar.detach().float())
         channels = mean.shape[1 if mean.dim() == 4 else -1]
         flat = [channels_last(t).reshape(-1, channels) for t in (post.mean, post.std, post.kl_bits())]
-        mu, std, kl = (group_dims(t, self.codebook_dim, self.grouping) for t in flat)
+        mu, std, kl = (to_groups(t, self.codebook_dim, self.grouping) for t in flat)  # (N, G, d) each
         p_dim, p_group = predicted_large_error(mu, std, kl, self.codebook_size)
         group_kl = kl.double().sum(-1).cpu()  # (N, G)
         if self.group_sums is None:
@@ -236,7 +222,7 @@ class KLAccumulator:
         """Combine the state of every rank in place (no-op without an initialised process group)."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or self.group_sums is None:
+        if not distributed_ready() or self.group_sums is None:
             return
         for t in (self.sums, self.group_sums, self.fine):
             dist.all_reduce(t)

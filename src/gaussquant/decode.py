@@ -19,7 +19,8 @@ from PIL import Image
 from torch import nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.encode import _progress, load_model, require_discrete, resolve_device
+from gaussquant.encode import _progress, load_model, resolve_device
+from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 def check_tokens_match(model: nn.Module, tokens: TokenFile, source: str = "the tokens file") -> None:
     """Raise ValueError unless ``tokens`` were written by ``model`` (fingerprint, K, G, index range)."""
-    require_discrete(model, "decode")
+    require_discrete(getattr(model, "bottleneck", None), "decode")
     bottleneck = model.bottleneck
     if tokens.codebook_size != bottleneck.codebook_size or tokens.num_groups != bottleneck.num_groups:
         raise ValueError(

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import TokenWriter, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -38,15 +39,6 @@ def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = Fa
     from gaussquant.pretrained import from_pretrained
 
     return from_pretrained(path, map_location=device, use_ema=use_ema)
-
-
-def require_discrete(model: nn.Module, what: str) -> None:
-    bottleneck = getattr(model, "bottleneck", None)
-    if not getattr(bottleneck, "is_discrete", False):
-        raise TypeError(
-            f"{what} needs a model with a discrete bottleneck; this one has {type(bottleneck).__name__}. "
-            "Convert a Gaussian VAE first: gaussquant convert RUN --codebook-size K --out DIR"
-        )
 
 
 def encode_folder(
@@ -74,7 +66,7 @@ def encode_folder(
     """
     from gaussquant.data.folder import ImageFolderDataset
 
-    require_discrete(model, "encode")
+    require_discrete(getattr(model, "bottleneck", None), "encode")
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device

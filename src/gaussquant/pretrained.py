@@ -27,6 +27,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from gaussquant.plain import to_plain
+
 FORMAT = "gaussquant-autoencoder"
 VERSION = 1
 
@@ -90,16 +92,6 @@ def load_state_strict(module: nn.Module, state: dict[str, Tensor], source: str) 
     module.load_state_dict(state, strict=True)
 
 
-def _plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: _plain(v) for k, v in obj.items()}
-    return obj
-
-
 def describe_model(model: nn.Module, model_config: Any, bottleneck_config: Any) -> dict[str, Any]:
     """The ``config.json`` dict for ``model`` (format, version, model, bottleneck, rate, codebook spec)."""
     from gaussquant.quantizers.build import bottleneck_config_to_dict
@@ -107,8 +99,8 @@ def describe_model(model: nn.Module, model_config: Any, bottleneck_config: Any) 
     out: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "model": _plain(model_config),
-        "bottleneck": _plain(bottleneck_config_to_dict(bottleneck_config)),
+        "model": to_plain(model_config),
+        "bottleneck": to_plain(bottleneck_config_to_dict(bottleneck_config)),
     }
     bottleneck = getattr(model, "bottleneck", None)
     if bottleneck is not None and getattr(bottleneck, "is_discrete", False):

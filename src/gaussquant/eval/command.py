@@ -46,7 +46,8 @@ def summary(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gaussquant.eval.evaluate import rank_and_world, evaluate
+    from gaussquant.distributed import rank_and_world
+    from gaussquant.eval.evaluate import evaluate
     from gaussquant.train.distributed import setup
 
     setup("cpu" if args.device == "cpu" else "auto")  # joins the torchrun process group, if any

@@ -20,21 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gaussquant.convertibility import KLAccumulator
+from gaussquant.distributed import rank_and_world
 
 logger = logging.getLogger(__name__)
 
 PSNR_PROTOCOL = "images mapped to [0, 255] and rounded to uint8, PSNR per image then averaged"
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def build_eval_dataset(data: str | os.PathLike | Dataset | None, image_size: int, num_crops: int = 256

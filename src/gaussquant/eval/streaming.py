@@ -12,10 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def distributed_ready() -> bool:
-    """True when a default process group exists (torchrun / init_process_group was called)."""
-    return dist.is_available() and dist.is_initialized()
+from gaussquant.distributed import distributed_ready
 
 
 class StreamingSums:

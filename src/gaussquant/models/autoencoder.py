@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from gaussquant.quantizers.base import Bottleneck, BottleneckOutput
+from gaussquant.quantizers.base import Bottleneck, BottleneckOutput, require_discrete
 
 
 @dataclass
@@ -119,21 +119,14 @@ class Autoencoder(nn.Module):
         out = self.encode(x, generator)
         return AutoencoderOutput(x_hat=self.decode(out.z_hat), bottleneck=out)
 
-    def _require_discrete(self, what: str) -> None:
-        if not getattr(self.bottleneck, "is_discrete", False):
-            raise TypeError(
-                f"{what} needs a discrete bottleneck; {type(self.bottleneck).__name__} is continuous. "
-                "Convert a Gaussian VAE to a GQ VQ-VAE first (gaussquant convert)."
-            )
-
     def tokenize(self, x: Tensor) -> Tensor:
         """Images -> int64 indices ``(B, G, h, w)`` (UNet) or ``(B, L, G)`` (ViT), values in [0, K)."""
-        self._require_discrete("tokenize")
+        require_discrete(self.bottleneck, "tokenize")
         return self.bottleneck.quantize(self.encoder(self.check_images(x)))
 
     def detokenize(self, indices: Tensor) -> Tensor:
         """Indices from :meth:`tokenize` -> images ``(B, 3, H, W)``."""
-        self._require_discrete("detokenize")
+        require_discrete(self.bottleneck, "detokenize")
         return self.decode(self.bottleneck.dequantize(indices))
 
     def decode_posterior_mean(self, x: Tensor) -> Tensor:

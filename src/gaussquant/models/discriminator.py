@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
+
 NORMS = ("actnorm", "batch", "group")
 
 
@@ -41,7 +43,7 @@ class ActNorm(nn.Module):
         flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).to(dtype)
         count = torch.full((1,), flat.shape[1], dtype=dtype, device=x.device)
         moments = torch.cat([flat.sum(dim=1), flat.pow(2).sum(dim=1), count])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed_ready():
             torch.distributed.all_reduce(moments)
         c = x.shape[1]
         n = moments[-1]

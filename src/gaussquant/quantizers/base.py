@@ -91,6 +91,19 @@ class DiscreteBottleneck(Bottleneck):
         raise NotImplementedError
 
 
+def require_discrete(bottleneck: nn.Module | None, what: str) -> None:
+    """Raise a clear TypeError unless ``bottleneck`` is discrete (the one "is this a VQ model?" check).
+
+    ``what`` names the operation that needs indices (``tokenize``, ``encode``, ...).
+    """
+    if not getattr(bottleneck, "is_discrete", False):
+        raise TypeError(
+            f"{what} needs a discrete bottleneck; this model has {type(bottleneck).__name__}, "
+            "which is continuous. Convert a Gaussian VAE to a GQ VQ-VAE first: "
+            "gaussquant convert RUN --codebook-size K --out DIR (or gaussquant.to_gaussian_quant)."
+        )
+
+
 def check_latent(h: Tensor, channels: int, what: str) -> None:
     """Raise a clear error unless ``h`` is ``(B, channels, H, W)`` or ``(B, L, channels)``."""
     if h.dim() == 4:

@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from gaussquant.plain import to_plain
 from gaussquant.quantizers.base import Bottleneck
 
 
@@ -159,11 +160,7 @@ def bottleneck_config_to_dict(cfg: BottleneckConfig) -> dict[str, Any]:
     """The inverse of :func:`bottleneck_config_from_dict`: ``{"kind": ..., **fields}`` (lists, not tuples)."""
     if type(cfg) not in BOTTLENECK_CONFIGS.values():
         raise TypeError(f"not a bottleneck config: {type(cfg).__name__}")
-    out: dict[str, Any] = {"kind": cfg.kind}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
+    return {"kind": cfg.kind, **to_plain(cfg)}
 
 
 def build_bottleneck(cfg: BottleneckConfig) -> Bottleneck:

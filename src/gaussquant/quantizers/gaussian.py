@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import BottleneckOutput, Bottleneck, check_latent
 from gaussquant.quantizers.grouping import check_grouping
 from gaussquant.quantizers.posterior import DiagonalGaussian
@@ -94,7 +95,7 @@ class RateController(nn.Module):
         kl = kl_bits.detach().to(self.multiplier.dtype)
         total = torch.stack([kl.sum(), torch.full((), float(kl.numel()), dtype=kl.dtype, device=kl.device)])
         high, low = kl.max(), kl.min()
-        if dist.is_available() and dist.is_initialized():
+        if distributed_ready():
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
             dist.all_reduce(high, op=dist.ReduceOp.MAX)
             dist.all_reduce(low, op=dist.ReduceOp.MIN)

@@ -35,7 +35,9 @@ def check_grouping(latent_channels: int, codebook_dim: int, grouping: str) -> in
 
 
 def to_groups(x: Tensor, codebook_dim: int, grouping: str) -> Tensor:
-    """Channel-last ``(..., C)`` -> ``(..., G, d)`` (a view where possible)."""
+    """Channel-last ``(..., C)`` -> ``(..., G, d)`` (a view where possible); d must divide C."""
+    if codebook_dim < 1 or x.shape[-1] % codebook_dim:
+        raise ValueError(f"codebook_dim {codebook_dim} must divide the {x.shape[-1]} latent channels")
     num_groups = x.shape[-1] // codebook_dim
     if grouping == "contiguous":
         return x.unflatten(-1, (num_groups, codebook_dim))

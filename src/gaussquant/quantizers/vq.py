@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -40,13 +41,9 @@ from gaussquant.quantizers.base import (
 )
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def _all_reduce_sum_(t: Tensor) -> Tensor:
     """Sum ``t`` over ranks in place (a no-op without an initialised process group)."""
-    if _distributed():
+    if distributed_ready():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -217,7 +214,7 @@ class VectorQuantizer(DiscreteBottleneck):
             return
         pick = torch.randint(flat_z.shape[0], (num_dead,), generator=self._restart_generator)
         new = flat_z[pick.to(flat_z.device)].to(self.codebook.dtype)
-        if _distributed():
+        if distributed_ready():
             dist.broadcast(new, src=0)
         self.codebook.data[dead] = new
         self.usage_ema[dead] = 1.0

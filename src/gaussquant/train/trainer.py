@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -154,7 +155,7 @@ class Trainer:
         c = self.c
         with torch.no_grad():
             c.disc_module(x)
-        if dist.is_initialized():
+        if distributed_ready():
             for t in list(c.disc_module.parameters()) + list(c.disc_module.buffers()):
                 dist.broadcast(t.data, src=0)
         self.c.disc_ready = True
@@ -211,7 +212,7 @@ class Trainer:
         if self.info.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
         rngs = [rng]
-        if dist.is_initialized():
+        if distributed_ready():
             rngs = [None] * self.info.world_size
             dist.all_gather_object(rngs, rng)
             rngs = [{k: v.cpu() for k, v in r.items()} for r in rngs]
