@@ -188,18 +188,3 @@ def held_out_photos(
         resized = np.asarray(resize_shorter_side(Image.fromarray(array), image_size))
         out.append((name, to_tensor(center_crop(resized, image_size))))
     return out
-
-
-class HeldOutPhotos(Dataset):
-    """:func:`held_out_photos` as a dataset (``dataset.files`` holds the photo names)."""
-
-    def __init__(self, image_size: int, eval_photos: tuple[str, ...] = EVAL_PHOTOS) -> None:
-        pairs = held_out_photos(image_size, eval_photos)
-        self.files = [name for name, _ in pairs]
-        self.images = [image for _, image in pairs]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]

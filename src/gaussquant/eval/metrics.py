@@ -20,7 +20,6 @@ Protocol (also returned by :meth:`ReconstructionMetrics.protocol`):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -142,11 +141,6 @@ class LPIPSMetric(PerImageMean):
         a, b = uint8_pair(x, x_hat)
         device = self.model.shift.device
         return self.model(a.to(device) / 127.5 - 1.0, b.to(device) / 127.5 - 1.0)
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR (dB, 8-bit peak) of a mean squared error on the [0, 255] scale, capped like :class:`PSNR`."""
-    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
 
 
 class ReconstructionMetrics:
