@@ -9,7 +9,6 @@ error that names it (a token file must hold every listed image, in order).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -94,25 +93,3 @@ def _progress(iterable, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, unit="batch")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a converted model: save_pretrained dir, checkpoint step dir or run dir")
-    parser.add_argument("images", help="folder of images (recursive; jpg/png/webp/bmp)")
-    parser.add_argument("--out", required=True, help="tokens file to write (.npz)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="center-crop side in pixels (default: the model's training image_size)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--ema", action="store_true", help="use the EMA weights of a checkpoint")
-
-
-def main(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model, meta = load_model(args.model, device, use_ema=args.ema)
-    image_size = args.image_size or int(meta["model"]["image_size"])
-    path = encode_folder(model, args.images, args.out, image_size=image_size, batch_size=args.batch_size,
-                         num_workers=args.num_workers, progress=True)
-    print(f"tokens written to {path}")
-    return 0
