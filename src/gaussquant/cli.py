@@ -26,6 +26,8 @@ import importlib
 import logging
 import sys
 
+from gaussquant.optional import MissingOptionalDependency
+
 # name -> (one-line help, command module with add_arguments/main); in workflow order
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)",
@@ -67,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(args._module)
     try:
-        return int(module.main(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError) as err:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError,
+            MissingOptionalDependency) as err:
         # Bad input ends with one clear sentence, not a traceback (use -v for the traceback).
         if args.verbose:
             raise

@@ -46,6 +46,7 @@ from gaussquant.data.transforms import (
     resize_shorter_side,
     to_tensor,
 )
+from gaussquant.optional import MissingOptionalDependency
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,17 @@ PHOTO_FILES: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea", "china", "grace_hopper")
+# import name -> the distribution that ships the photo files (optional: the ``eval`` / ``demo`` extras)
+PHOTO_PACKAGES: dict[str, str] = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"package {package!r} is not installed (pip install the project)")
+        raise MissingOptionalDependency(
+            f"the built-in photos are read from the {PHOTO_PACKAGES[package]} wheel, which is not installed; "
+            'install it with: pip install "gaussquant[demo]" (or use your own images: --data DIR)'
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

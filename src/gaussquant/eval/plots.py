@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from gaussquant.data.transforms import to_uint8
+from gaussquant.optional import import_optional
 
 BAND_BITS = 0.5
 
@@ -47,11 +48,12 @@ def save_image_grid(columns: Sequence[Tensor], path: str | Path, gap: int = 2) -
 
 
 def _figure(width: float = 6.0, height: float = 3.5):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
+    needed_for = "report plots (gaussquant.eval.plots)"
+    agg = import_optional("matplotlib.backends.backend_agg", package="matplotlib", extra="eval",
+                          needed_for=needed_for)
+    figure = import_optional("matplotlib.figure", package="matplotlib", extra="eval", needed_for=needed_for)
+    fig = figure.Figure(figsize=(width, height), dpi=100)
+    agg.FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)
 
 

@@ -20,8 +20,8 @@ import math
 
 import torch
 from torch import Tensor
-from vector_quantize_pytorch import FSQ
 
+from gaussquant.optional import import_optional
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -33,6 +33,9 @@ from gaussquant.quantizers.base import (
     indices_layout,
 )
 from gaussquant.quantizers.vq import code_statistics
+
+FSQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
+                      needed_for="the FSQ baseline").FSQ
 
 MAX_FSQ_CODEBOOK = 2**24  # float32 integers are exact up to here; the library's index sum is float32
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from vector_quantize_pytorch import LFQ
 
+from gaussquant.optional import import_optional
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -34,6 +34,9 @@ from gaussquant.quantizers.base import (
     indices_layout,
 )
 from gaussquant.quantizers.vq import code_statistics
+
+LFQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
+                      needed_for="the LFQ baseline").LFQ
 
 MAX_LFQ_BITS = 16  # the entropy term materialises (tokens x 2^bits) probabilities per group
 
