@@ -1,4 +1,4 @@
-"""The explicit Gaussian-VAE -> VQ-VAE step (method.md section 4; design.md: never implicit in eval mode).
+"""The explicit Gaussian-VAE -> VQ-VAE step (docs/method.md section 4; never implicit in eval mode).
 
 ``to_gaussian_quant`` keeps the encoder and decoder of a trained Gaussian VAE unchanged and replaces its
 bottleneck by the GQ quantizer: a fixed codebook of K standard-Gaussian vectors of dimension d (regenerated
@@ -83,7 +83,7 @@ def to_gaussian_quant(
     grouping: str | None = None,
     straight_through: bool = False,
 ) -> nn.Module:
-    """A GQ VQ-VAE from a trained Gaussian VAE, with no training (method.md section 4).
+    """A GQ VQ-VAE from a trained Gaussian VAE, with no training (docs/method.md section 4).
 
     Args:
         model: an Autoencoder whose bottleneck is Gaussian (or already GQ: re-conversion to another K).

@@ -1,6 +1,6 @@
-"""Will a Gaussian VAE convert well to a GQ VQ-VAE of codebook size K? (method.md sections 2, 5).
+"""Will a Gaussian VAE convert well to a GQ VQ-VAE of codebook size K? (docs/method.md sections 2, 5).
 
-The report measures, on a sample of images, the KL of each latent group in bits (method.md section 2:
+The report measures, on a sample of images, the KL of each latent group in bits (docs/method.md section 2:
 ``kl_bits = 0.5 * (mean^2 + std^2 - 1 - logvar) / ln 2`` summed over the group's d dimensions) and compares
 it with the codebook's rate log2 K. The paper's sizing rule is round(log2 K) = round(group KL); a mean
 group KL outside log2 K +- 0.5 triggers a warning that names the K which would fit, 2^round(mean KL).
@@ -30,7 +30,7 @@ from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import channels_last
 from gaussquant.quantizers.grouping import to_groups
 
-BAND_BITS = 0.5  # method.md section 3: the TDC tolerance tau; the sizing band of the report
+BAND_BITS = 0.5  # docs/method.md section 3: the TDC tolerance tau; the sizing band of the report
 _SQRT2 = math.sqrt(2.0)
 
 
@@ -110,7 +110,7 @@ class ConvertibilityReport:
             f"max {self.kl_bits_max:.3f}; per group: "
             + ", ".join(f"{v:.2f}" for v in self.kl_bits_per_group),
             f"within log2 K +- {BAND_BITS}: {100 * self.fraction_in_band:.1f}% of group tokens",
-            f"predicted P(|z_hat - mu| >= sigma) (method.md section 5): {self.large_error_probability:.3f} "
+            f"predicted P(|z_hat - mu| >= sigma) (docs/method.md section 5): {self.large_error_probability:.3f} "
             f"per dimension, {self.large_error_probability_group:.3f} per group (any dimension)",
             "histogram of group KL (bits):",
         ]

@@ -1,4 +1,4 @@
-"""``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images (issue 6, item 3).
+"""``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images.
 
 Decoding checks first, then works: the token file must carry this model's fingerprint, codebook size and
 group count, and every index must lie in [0, K) (``gaussquant.tokens``); otherwise the error says which.

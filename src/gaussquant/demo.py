@@ -1,4 +1,4 @@
-"""``gaussquant demo``: the main job end to end on the built-in photos (README quick start; method.md 3-5).
+"""``gaussquant demo``: the main job end to end on the built-in photos (README quick start; docs/method.md sections 3-5).
 
 1. Train a tiny UNet Gaussian VAE with TDC (target log2 K bits per group) on seeded crops of the bundled
    training photos, for a wall-clock budget (default 5 minutes) or a fixed ``--steps``.

@@ -1,6 +1,6 @@
-"""``gaussquant encode MODEL IMAGES_DIR --out tokens.npz``: images -> tokens on disk (issue 6, item 3).
+"""``gaussquant encode MODEL IMAGES_DIR --out tokens.npz``: images -> tokens on disk.
 
-The model's ``tokenize`` (method.md section 4: the search over the fixed codebook) runs over the folder in
+The model's ``tokenize`` (docs/method.md section 4: the search over the fixed codebook) runs over the folder in
 batches; indices stream into the ``.npz`` described in ``tokens.py`` while images are loaded batch by batch,
 so a folder larger than memory works. Images are resized (shorter side) and center-cropped to the model's
 training size, exactly as ``ImageFolderDataset(mode="center")`` does for evaluation; a corrupt image is an

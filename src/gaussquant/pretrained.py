@@ -10,7 +10,7 @@ Layout of a saved model directory (also what every training checkpoint step dire
     model.safetensors  the Autoencoder state dict (TDC multipliers and GQ codebook buffers included)
     ema.safetensors    optional EMA weights (``use_ema=True``)
 
-Loading is strict (design.md convention 3): missing or unexpected tensors, or a shape mismatch, is an error
+Loading is strict (never ``strict=False``): missing or unexpected tensors, or a shape mismatch, is an error
 that names a few of them; a truncated file is an error that says "truncated or corrupt".
 """
 
@@ -111,7 +111,7 @@ def describe_model(model: nn.Module, model_config: Any, bottleneck_config: Any) 
 
 
 def _gq_codebook(model: nn.Module, cfg: Any) -> dict[str, Any]:
-    """method.md section 4: the codebook spec plus the SHA-256 of the codebook the model actually holds."""
+    """docs/method.md section 4: the codebook spec plus the SHA-256 of the codebook the model actually holds."""
     from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint
 
     spec = CodebookSpec(method=cfg.codebook_method, codebook_size=cfg.codebook_size,

@@ -1,4 +1,4 @@
-"""One conformance suite over every bottleneck (design.md, "One protocol for every bottleneck")."""
+"""One conformance suite over every bottleneck: the shared output type, shapes, index round trip, gradients."""
 
 from __future__ import annotations
 

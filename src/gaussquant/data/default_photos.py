@@ -1,4 +1,4 @@
-"""The built-in dataset: real photos bundled in installed wheels (issue 5 "Data"; environment.md).
+"""The built-in dataset: real photos bundled in installed wheels (no download; the ``eval`` / ``demo`` extras).
 
 Eleven photos, read straight from the files the wheels ship (no ``skimage.data`` fetcher call, so no
 download can ever be attempted):

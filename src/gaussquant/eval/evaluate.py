@@ -1,8 +1,8 @@
-"""``evaluate(...)``: honest reconstruction metrics over a whole image set (issue 6, item 4; design.md 9).
+"""``evaluate(...)``: honest reconstruction metrics over a whole image set (no sample dropped, protocol stated).
 
 One pass over the data, batch by batch (images never accumulate): the metric objects of
 ``gaussquant.eval.metrics`` keep float64 running statistics; codebook usage is counted per group over the
-whole set; for Gaussian-family models the group KL (method.md section 2) is summarised too. For a GQ model
+whole set; for Gaussian-family models the group KL (docs/method.md section 2) is summarised too. For a GQ model
 the same image metrics are computed for the continuous posterior-mean reconstruction (``"continuous"``),
 so the conversion gap is measured on exactly the same images.
 

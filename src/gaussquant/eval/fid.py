@@ -1,4 +1,4 @@
-"""Fréchet distances on streamed features: rFID (Inception pool3) and ``fd_effnet_lite0`` (issue 6).
+"""Fréchet distances on streamed features: rFID (Inception pool3) and ``fd_effnet_lite0``.
 
 FD(r, f) = |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r^1/2 S_f S_r^1/2)^1/2) (Heusel et al. 2017).
 Means and covariances come from float64 running sums (sum x, sum x x^T, n), so nothing per image is

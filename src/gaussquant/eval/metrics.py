@@ -1,4 +1,4 @@
-"""Streaming reconstruction metrics with a stated protocol (issue 6 "Evaluation"; users.md item 6).
+"""Streaming reconstruction metrics with a stated protocol (every image counted, nothing stored per sample).
 
 Every metric takes originals ``x`` and reconstructions ``x_hat``, ``(B, 3, H, W)`` in [-1, 1], keeps
 float64 running sums (no per-image storage), counts the images it saw, merges with another instance

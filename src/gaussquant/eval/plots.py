@@ -1,5 +1,5 @@
-"""Figures of the evaluation report (issue 6, "Reports"): reconstruction grid, group-KL histogram against
-log2 K (method.md sections 2 and 5), codebook usage.
+"""Figures of the evaluation report: reconstruction grid, group-KL histogram against
+log2 K (docs/method.md sections 2 and 5), codebook usage.
 
 The grid is assembled from exact uint8 pixels with Pillow (no resampling, so what you see is what the metrics
 saw); the charts use matplotlib's object API with the Agg canvas (no pyplot global state, no display).
@@ -22,7 +22,7 @@ BAND_BITS = 0.5
 
 
 def to_uint8_hwc(x: Tensor) -> np.ndarray:
-    """Images ``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)`` (the data room's rounding, as PSNR uses)."""
+    """Images ``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)`` (``to_uint8``'s rounding, as PSNR)."""
     return to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
 
 

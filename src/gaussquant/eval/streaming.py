@@ -1,4 +1,4 @@
-"""The base of every streaming metric: named running sums, merged by addition (issue 6, "Evaluation").
+"""The base of every streaming metric: named running sums, merged by addition.
 
 A metric keeps only sums (float64 for values, int64 for counts), never per-sample features, so it
 streams over any number of images, and two partial metrics merge exactly by adding their sums. Under

@@ -1,4 +1,4 @@
-"""The Autoencoder: encoder -> bottleneck -> decoder, for every bottleneck of the protocol (method.md 1, 7).
+"""The Autoencoder: encoder -> bottleneck -> decoder, for every bottleneck of the protocol (docs/method.md sections 1, 7).
 
 Works with both latent layouts: a UNet encoder gives channel-first ``(B, C, h, w)`` latents, a ViT encoder
 token-last ``(B, L, C)``; the bottleneck keeps the layout (quantizers/base.py).

@@ -1,4 +1,4 @@
-"""The PatchGAN discriminator of pix2pix / VQGAN (method.md section 7: 6 layers, ndf 160, ActNorm).
+"""The PatchGAN discriminator of pix2pix / VQGAN (docs/method.md section 7: 6 layers, ndf 160, ActNorm).
 
 Layout: a 4x4 stride-2 conv + LeakyReLU(0.2); ``n_layers - 1`` more stride-2 4x4 convs, each followed by a
 norm and LeakyReLU, with channels ``base_channels * min(2^n, 8)``; one stride-1 4x4 conv + norm + LeakyReLU;

@@ -1,4 +1,4 @@
-"""The one protocol every bottleneck follows (design.md, "One protocol for every bottleneck").
+"""The one protocol every bottleneck follows: the same typed output, and for discrete ones the same index API.
 
 A bottleneck sits between encoder and decoder. It takes the encoder output ``h`` in one of two layouts,
 chosen by the tensor's rank:

@@ -1,4 +1,4 @@
-"""BSQ: binary spherical quantization (Zhao, Xiong, Kraehenbuehl 2024, section 3; method.md section 6).
+"""BSQ: binary spherical quantization (Zhao, Xiong, Kraehenbuehl 2024, section 3; docs/method.md section 6).
 
 A token's L channels are l2-normalised, ``u = z / ||z||``, and quantized to the nearest corner of the
 hypercube on the unit sphere, ``q = sign(u) / sqrt(L)`` (straight-through gradient to u). Indices: the sign

@@ -1,9 +1,9 @@
-"""Typed configs for every bottleneck and the one builder that picks the class by config type (design.md 1).
+"""Typed configs for every bottleneck and the one builder that picks the class by config type (no string import).
 
 Each config is a dataclass with a class-level ``kind`` name; ``bottleneck_config_from_dict`` /
 ``bottleneck_config_to_dict`` convert to and from plain dicts (YAML presets) with strict key checking, and
 ``build_bottleneck`` constructs the module. Defaults live here and in the constructors they mirror
-(method.md sections 2-4 for Gaussian / GQ, section 6 for the baselines).
+(docs/method.md sections 2-4 for Gaussian / GQ, section 6 for the baselines).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gaussquant.quantizers.base import Bottleneck
 class GaussianConfig:
     """Gaussian VAE bottleneck (TDC when ``target_bits`` is set, fixed ``kl_weight`` otherwise).
 
-    ``factor``: the TDC multipliers' step f (method.md section 3: 1.01; short CPU runs use a larger one so
+    ``factor``: the TDC multipliers' step f (docs/method.md section 3: 1.01; short CPU runs use a larger one so
     that lambda can move far enough within a few hundred steps).
     """
 
@@ -38,7 +38,7 @@ class GaussianConfig:
 
 @dataclass
 class GQConfig:
-    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (method.md section 4)."""
+    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (docs/method.md section 4)."""
 
     kind: ClassVar[str] = "gq"
     latent_channels: int = 16

@@ -1,4 +1,4 @@
-"""FSQ: finite scalar quantization (Mentzer et al. 2023, "VQ-VAE Made Simple"; method.md section 6).
+"""FSQ: finite scalar quantization (Mentzer et al. 2023, "VQ-VAE Made Simple"; docs/method.md section 6).
 
 Each of the ``len(levels)`` channels of a group is bounded with a shifted tanh, ``(L-1)/2 * (1+1e-3) *
 tanh(z + atanh(offset / half_l)) - offset`` (offset 0.5 for even L, else 0), rounded with a straight-through

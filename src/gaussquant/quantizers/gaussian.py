@@ -1,4 +1,4 @@
-"""The training-time Gaussian VAE bottleneck and the Target Divergence Constraint (method.md sections 2-3).
+"""The training-time Gaussian VAE bottleneck and the Target Divergence Constraint (docs/method.md sections 2-3).
 
 :class:`GaussianBottleneck` turns an encoder output with 2C channels (mean, logvar) into a latent for the
 decoder: the reparameterised sample ``mean + std * eps`` in train mode, the mean in eval mode. It reports
@@ -52,7 +52,7 @@ def kl_stats(kl_bits: Tensor) -> dict[str, Tensor]:
 
 
 class RateController(nn.Module):
-    """TDC multipliers lambda, lambda_max, lambda_min (method.md section 3), all starting at 1.
+    """TDC multipliers lambda, lambda_max, lambda_min (docs/method.md section 3), all starting at 1.
 
     Args:
         target_bits: T, the target KL per group in bits (log2 K for a codebook of size K); > 0.
@@ -144,7 +144,7 @@ class GaussianBottleneck(Bottleneck):
         codebook_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
         target_bits: TDC target T per group in bits (log2 K). Exactly one of target_bits / kl_weight.
         kl_weight: fixed weight of the KL in bits (the "vanilla" ablation, no TDC).
-        grouping: ``contiguous`` or ``strided`` (method.md section 2).
+        grouping: ``contiguous`` or ``strided`` (docs/method.md section 2).
         tolerance_bits, factor, multiplier_clamp: passed to :class:`RateController`.
     """
 

@@ -1,4 +1,4 @@
-"""Which latent channels form a group (method.md section 2).
+"""Which latent channels form a group (docs/method.md section 2).
 
 C channels per token are split into G = C / d groups of d channels, each quantized to one index:
 

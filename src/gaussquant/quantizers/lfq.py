@@ -1,4 +1,4 @@
-"""LFQ: lookup-free quantization (Yu et al. 2023, MAGVIT-v2, section 3.1; method.md section 6).
+"""LFQ: lookup-free quantization (Yu et al. 2023, MAGVIT-v2, section 3.1; docs/method.md section 6).
 
 Each channel is quantized to its sign, ``q = +1 if z > 0 else -1``; ``num_groups`` codebooks of
 ``codebook_bits`` channels each give one index per group, K = 2^codebook_bits, bits per token

@@ -1,4 +1,4 @@
-"""The diagonal Gaussian posterior q(z|x) = N(mean, diag(std^2)) of method.md section 2.
+"""The diagonal Gaussian posterior q(z|x) = N(mean, diag(std^2)) of docs/method.md section 2.
 
 It lives beside the quantizers (not in models/) because the Gaussian bottlenecks build it and imports go
 models -> quantizers, never back.
@@ -56,7 +56,7 @@ class DiagonalGaussian:
     def group_kl_bits(self, codebook_dim: int, grouping: str = "contiguous") -> Tensor:
         """KL per group of ``codebook_dim`` channels, in bits: ``(B, H, W, G)`` or ``(B, L, G)`` (token-last).
 
-        A group's KL is the sum of its dimensions' KLs (method.md section 2); ``grouping`` is
+        A group's KL is the sum of its dimensions' KLs (docs/method.md section 2); ``grouping`` is
         ``contiguous`` or ``strided`` (see :mod:`gaussquant.quantizers.grouping`).
         """
         per_dim = channels_last(self.kl_bits())

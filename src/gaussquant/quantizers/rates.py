@@ -1,4 +1,4 @@
-"""Rate-matched presets and rate bookkeeping (method.md sections 2 and 6; users.md item 9).
+"""Rate-matched presets and rate bookkeeping (docs/method.md sections 2 and 6): baselines at equal bits per token.
 
 ``rate_matched_configs(bits_per_token)`` gives one config per method at (nearly) the same bits per token:
 
@@ -8,7 +8,7 @@
 | 32   | K=2^16, d=8  (G=2)          | 2 groups of the above        | 4 x 8 bit | 32 channels | b=2         |
 | 64   | K=2^16, d=4  (G=4)          | 4 groups of the above        | 8 x 8 bit | 64 channels | b=4         |
 
-16 bits mirror the reference's settings (method.md section 6); 32 and 64 keep K = 2^16 per group and add
+16 bits mirror the reference's settings (docs/method.md section 6); 32 and 64 keep K = 2^16 per group and add
 groups, as the paper's 0.5 and 1.0 bpp GQ models do. Tiny rates for the CPU benchmark (B < 16, default C = 4):
 one group of K = 2^B (gq, vq), FSQ's recommended levels for 2^B codes (8: [8,6,5], 10: [8,5,5,5],
 12: [7,5,5,5,5], 14: [8,8,8,6,5]), LFQ 2 x B/2 bits, BSQ B channels, TokenBridge b = B / C.

@@ -1,4 +1,4 @@
-"""TokenBridge: post-training per-channel quantization of a Gaussian VAE latent (method.md section 6).
+"""TokenBridge: post-training per-channel quantization of a Gaussian VAE latent (docs/method.md section 6).
 
 Wang et al. 2025, "Bridging Continuous and Discrete Tokens for Autoregressive Visual Generation", section 3.2.
 Each latent channel of a trained Gaussian VAE is quantized independently to one of 2^b levels (b bits per

@@ -1,4 +1,4 @@
-"""VQ (VQGAN): a learned codebook, nearest-neighbour assignment, straight-through (method.md section 6).
+"""VQ (VQGAN): a learned codebook, nearest-neighbour assignment, straight-through (docs/method.md section 6).
 
 van den Oord et al. 2017 (VQ-VAE) eq. 3 and Esser et al. 2021 (VQGAN). Per group of ``codebook_dim`` channels
 ``z`` (G = C / d groups per token share one codebook of K vectors)::
@@ -10,7 +10,7 @@ van den Oord et al. 2017 (VQ-VAE) eq. 3 and Esser et al. 2021 (VQGAN). Per group
 
 ``beta`` (0.25) multiplies the commitment term, as the VQ-VAE paper writes it. taming-transformers (and the GQ
 reference's VQ baseline, whose config uses it) applies beta to the *codebook* term instead, a known bug kept
-there for backward compatibility; ``legacy=True`` reproduces it by name (users.md item 7). The returned
+there for backward compatibility; ``legacy=True`` reproduces it by name. The returned
 losses already carry beta (a method-internal coefficient); the objective adds them with weight 1.
 
 Options: ``l2_normalize`` (ViT-VQGAN: search and decode on the unit sphere), ``ema`` codebook updates
@@ -18,7 +18,7 @@ Options: ``l2_normalize`` (ViT-VQGAN: search and decode on the unit sphere), ``e
 dead-code restarts (a code whose running usage falls below ``restart_threshold`` assignments per step is
 replaced by a batch latent that rank 0 draws and broadcasts). Quantization runs in float32 even under bf16
 autocast. Written by hand: vector-quantize-pytorch's VectorQuantize searches with a full N x K distance
-matrix (users.md item 2) and returns its own tuple; the project needs the shared memory-bounded search.
+matrix (gigabytes at K = 2^16) and returns its own tuple; the project needs the shared memory-bounded search.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class VectorQuantizer(DiscreteBottleneck):
         return F.normalize(cb, dim=-1) if self.l2_normalize else cb
 
     def _search(self, z: Tensor, codebook: Tensor) -> Tensor:
-        from gaussquant.quantizers.search import nearest_search  # written in a sibling room
+        from gaussquant.quantizers.search import nearest_search
 
         idx = nearest_search(z.detach().reshape(-1, self.codebook_dim), codebook.detach(),
                              max_memory_bytes=self.max_memory_bytes)

@@ -1,6 +1,6 @@
 """Typed training configuration, YAML presets and ``--set key=value`` overrides.
 
-The recipe's defaults follow method.md section 7 (Adam, L1 + LPIPS over a learned log-variance, rate weight
+The recipe's defaults follow docs/method.md section 7 (Adam, L1 + LPIPS over a learned log-variance, rate weight
 0.1, hinge PatchGAN with the VQGAN adaptive weight x 0.75 from a start step). Every YAML preset maps 1:1 onto
 these dataclasses: an unknown key is an error that names the key and its section.
 

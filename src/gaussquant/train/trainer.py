@@ -1,4 +1,4 @@
-"""The training loop (method.md sections 3 and 7): data -> autoencoder -> objective -> step, with TDC.
+"""The training loop (docs/method.md sections 3 and 7): data -> autoencoder -> objective -> step, with TDC.
 
 One optimiser step ("step") = ``optim.grad_accum`` micro-batches of ``batch_size`` per process. Before
 ``loss.gan.disc_start`` every batch trains the generator only (no discriminator forward at all). From then
