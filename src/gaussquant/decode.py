@@ -18,7 +18,7 @@ from PIL import Image
 from torch import nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.encode import _progress, load_model, resolve_device
+from gaussquant.encode import _progress
 from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
 
