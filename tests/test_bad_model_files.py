@@ -21,7 +21,7 @@ from gaussquant.quantizers.build import GaussianConfig, build_bottleneck
 def good_model(tmp_path_factory):
     torch.manual_seed(0)
     vae = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16),
-                            build_bottleneck(GaussianConfig(latent_channels=8, group_dim=4, target_bits=4.0)))
+                            build_bottleneck(GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=4.0)))
     folder = tmp_path_factory.mktemp("good") / "model"
     to_gaussian_quant(vae.eval(), 16).save_pretrained(folder)
     return folder

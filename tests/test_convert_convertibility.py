@@ -7,24 +7,24 @@ import torch
 
 from gaussquant.convertibility import (
     KLAccumulator,
-    group_dims,
     histogram,
     large_error_probability,
     predicted_large_error,
     sizing_warning,
     suggested_codebook_size,
 )
+from gaussquant.quantizers.grouping import to_groups
 from gaussquant.quantizers.posterior import DiagonalGaussian
 
 
 def test_grouping_contiguous_and_strided():
     x = torch.arange(12.0).view(1, 12)
-    assert group_dims(x, 4, "contiguous")[0, 1].tolist() == [4.0, 5.0, 6.0, 7.0]
-    assert group_dims(x, 4, "strided")[0, 1].tolist() == [1.0, 4.0, 7.0, 10.0]  # G = 3: {1, 1+3, ...}
+    assert to_groups(x, 4, "contiguous")[0, 1].tolist() == [4.0, 5.0, 6.0, 7.0]
+    assert to_groups(x, 4, "strided")[0, 1].tolist() == [1.0, 4.0, 7.0, 10.0]  # G = 3: {1, 1+3, ...}
     with pytest.raises(ValueError, match="divide"):
-        group_dims(x, 5, "contiguous")
+        to_groups(x, 5, "contiguous")
     with pytest.raises(ValueError, match="grouping"):
-        group_dims(x, 4, "zigzag")
+        to_groups(x, 4, "zigzag")
 
 
 @pytest.mark.parametrize("mu, sigma, k", [(0.7, 0.3, 20), (-1.5, 0.1, 300), (0.0, 0.5, 3)])
@@ -64,7 +64,7 @@ def test_accumulator_streams_exactly_and_matches_direct_statistics():
     a, b = whole.report(), parts.report()
     assert a.histogram_counts == b.histogram_counts and a.kl_bits_mean == pytest.approx(b.kl_bits_mean, rel=1e-12)
     kl = DiagonalGaussian(mean, logvar).kl_bits().permute(0, 2, 3, 1).reshape(-1, 8)
-    groups = group_dims(kl, 4, "strided").sum(-1).double()  # (54, 2)
+    groups = to_groups(kl, 4, "strided").sum(-1).double()  # (54, 2)
     assert a.num_images == 6 and a.num_group_tokens == 108 and a.num_groups == 2
     assert a.kl_bits_mean == pytest.approx(groups.mean().item(), rel=1e-6)
     assert a.kl_bits_min == pytest.approx(groups.min().item()) and a.kl_bits_max == pytest.approx(groups.max().item())

@@ -48,7 +48,7 @@ def vae():
     from gaussquant.quantizers.build import GaussianConfig, build_bottleneck
 
     torch.manual_seed(0)  # tests only
-    bottleneck = build_bottleneck(GaussianConfig(latent_channels=4, group_dim=4, target_bits=TARGET_BITS))
+    bottleneck = build_bottleneck(GaussianConfig(latent_channels=4, codebook_dim=4, target_bits=TARGET_BITS))
     model = Autoencoder(PatchEncoder(4), bottleneck, PatchDecoder(4))
     data = DefaultPhotoCrops("train", image_size=16, num_crops=512, seed=0)
     x_all = torch.stack([data[i] for i in range(len(data))])
@@ -125,7 +125,7 @@ def test_convert_command_saves_a_loadable_model(tmp_path, capsys):
     from gaussquant.quantizers.build import GaussianConfig, build_bottleneck
 
     torch.manual_seed(0)
-    cfg = GaussianConfig(latent_channels=4, group_dim=4, target_bits=TARGET_BITS)
+    cfg = GaussianConfig(latent_channels=4, codebook_dim=4, target_bits=TARGET_BITS)
     vae = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16), build_bottleneck(cfg)).eval()
     run_dir = vae.save_pretrained(tmp_path / "vae")
     out = tmp_path / "gq"

@@ -23,7 +23,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 def tiny_gq() -> Autoencoder:
     torch.manual_seed(0)
-    cfg = GaussianConfig(latent_channels=8, group_dim=4, target_bits=4.0)
+    cfg = GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=4.0)
     vae = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16), build_bottleneck(cfg)).eval()
     return to_gaussian_quant(vae, 16, rule="nearest")
 

@@ -25,14 +25,14 @@ from gaussquant.quantizers.build import (
 
 SIZE = 16
 KINDS = {
-    "tdc": GaussianConfig(latent_channels=8, group_dim=4, target_bits=4.0, factor=1.5),
-    "vanilla": GaussianConfig(latent_channels=8, group_dim=4, target_bits=None, kl_weight=0.5),
+    "tdc": GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=4.0, factor=1.5),
+    "vanilla": GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=None, kl_weight=0.5),
     "gq": GQConfig(latent_channels=8, codebook_size=16, codebook_dim=4, rule="nearest", grouping="strided"),
     "vq": VQConfig(latent_channels=8, codebook_size=32, codebook_dim=4, seed=3),
     "fsq": FSQConfig(levels=[8, 5, 5], num_groups=2),
     "lfq": LFQConfig(codebook_bits=4, num_groups=2),
     "bsq": BSQConfig(latent_channels=8),
-    "tokenbridge": TokenBridgeConfig(latent_channels=8, bits=2),
+    "tokenbridge": TokenBridgeConfig(latent_channels=8, codebook_bits=2),
 }
 ARCHS = ("unet-tiny", "vit-tiny")
 

@@ -3,13 +3,14 @@
 Train a Gaussian VAE whose per-group KL is held at log2 K bits (TDC), then convert it, with no training,
 into a VQ-VAE by searching a fixed random Gaussian codebook of size K.
 
-The public names below are imported lazily so that ``import gaussquant`` stays cheap.
+The public names below are imported lazily so that ``import gaussquant`` stays cheap (no torch until a
+name is used); the ``TYPE_CHECKING`` block lists the same imports for type checkers.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -75,8 +76,56 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted(_EXPORTS)
 
+if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs (never run)
+    from gaussquant.convert import convertibility_report, to_gaussian_quant
+    from gaussquant.data.config import DataConfig, build_dataset
+    from gaussquant.data.default_photos import DefaultPhotoCrops, default_photos
+    from gaussquant.data.fashion_mnist import FashionMNIST
+    from gaussquant.data.folder import ImageFolderDataset
+    from gaussquant.data.sampler import ResumableSampler, make_loader
+    from gaussquant.decode import decode_tokens
+    from gaussquant.encode import encode_folder
+    from gaussquant.eval.codebook_stats import CodebookUsage
+    from gaussquant.eval.evaluate import evaluate
+    from gaussquant.eval.metrics import ReconstructionMetrics
+    from gaussquant.losses.perceptual import LPIPS, MissingWeightsError, lpips_available
+    from gaussquant.models.autoencoder import Autoencoder
+    from gaussquant.models.presets import ModelConfig, build_autoencoder
+    from gaussquant.pretrained import from_pretrained, save_pretrained
+    from gaussquant.quantizers.base import BottleneckOutput
+    from gaussquant.quantizers.bsq import BinarySphericalQuantizer
+    from gaussquant.quantizers.build import (
+        BOTTLENECK_CONFIGS,
+        BSQConfig,
+        FSQConfig,
+        GQConfig,
+        GaussianConfig,
+        LFQConfig,
+        TokenBridgeConfig,
+        VQConfig,
+        bottleneck_config_from_dict,
+        bottleneck_config_to_dict,
+        build_bottleneck,
+    )
+    from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint, gaussian_codebook
+    from gaussquant.quantizers.fsq import FiniteScalarQuantizer
+    from gaussquant.quantizers.gaussian import GaussianBottleneck, RateController
+    from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
+    from gaussquant.quantizers.lfq import LookupFreeQuantizer
+    from gaussquant.quantizers.posterior import DiagonalGaussian
+    from gaussquant.quantizers.rates import format_rate_table, rate_matched_configs, rate_summary
+    from gaussquant.quantizers.search import gq_search, nearest_search
+    from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
+    from gaussquant.quantizers.vq import VectorQuantizer
+    from gaussquant.tokens import load_tokens
+    from gaussquant.train.config import TrainConfig, load_config
+
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'gaussquant' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

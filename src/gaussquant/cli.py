@@ -1,8 +1,22 @@
 """The ``gaussquant`` command: parsing only.
 
-Each subcommand lives in the room it belongs to, as a module with ``add_arguments(parser)`` and
-``main(args) -> int``; the module is imported only when its subcommand runs, so ``--help`` stays fast.
-Every ``main`` calls a ``run(...)`` function that is also the Python API.
+Every subcommand is a *command module* with two functions:
+
+- ``add_arguments(parser)``: declares the subcommand's arguments on an ``argparse`` parser;
+- ``main(args) -> int``: runs it, by calling a ``run(...)`` function that is also the Python API.
+
+A command module imports nothing heavy at module level (no torch, numpy or workflow module: those are
+imported inside ``main``). Every command module is imported to build the parser, so this is what keeps
+``gaussquant --help`` and ``gaussquant NAME --help`` fast; ``tests/test_cli.py`` checks it for every entry
+of :data:`COMMANDS`.
+
+To add a subcommand:
+
+1. write its command module next to the code it runs (``<step>/command.py`` for a step with its own folder,
+   else ``commands/<name>.py``), with ``add_arguments`` and ``main`` as above;
+2. add one line ``"name": ("one-line help", "gaussquant.module.path")`` to :data:`COMMANDS`, in workflow
+   order (the order ``gaussquant --help`` lists them in);
+3. add a test that runs it through :func:`main`.
 """
 
 from __future__ import annotations
@@ -12,15 +26,21 @@ import importlib
 import logging
 import sys
 
-# name -> (one-line help, module holding add_arguments/main)
+from gaussquant.optional import MissingOptionalDependency
+
+# name -> (one-line help, command module with add_arguments/main); in workflow order
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)",
+              "gaussquant.train.command"),
+    "convert": ("convert a Gaussian VAE to a GQ VQ-VAE (prints the convertibility report)",
+                "gaussquant.commands.convert"),
+    "encode": ("tokenize a folder of images into a tokens .npz", "gaussquant.commands.encode"),
+    "decode": ("decode a tokens .npz into PNG images", "gaussquant.commands.decode"),
+    "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report",
+             "gaussquant.eval.command"),
+    "demo": ("the main job: train a tiny TDC Gaussian VAE, convert to GQ, tokenize, report",
+             "gaussquant.commands.demo"),
     "bench": ("run a benchmark (search, ...) and print its table", "gaussquant.bench.command"),
-    "convert": ("convert a Gaussian VAE to a GQ VQ-VAE (prints the convertibility report)", "gaussquant.convert"),
-    "encode": ("tokenize a folder of images into a tokens .npz", "gaussquant.encode"),
-    "demo": ("the main job: train a tiny TDC Gaussian VAE, convert to GQ, tokenize, report", "gaussquant.demo"),
-    "decode": ("decode a tokens .npz into PNG images", "gaussquant.decode"),
-    "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report", "gaussquant.eval.command"),
-    "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)", "gaussquant.train.command"),
 }
 
 
@@ -35,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_text, module_name) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
-        module = importlib.import_module(module_name)
-        module.add_arguments(p)
+        importlib.import_module(module_name).add_arguments(p)
     return parser
 
 
@@ -50,10 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    module = importlib.import_module(args._module)
     try:
-        return int(module.main(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError) as err:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, TypeError,
+            MissingOptionalDependency) as err:
         # Bad input ends with one clear sentence, not a traceback (use -v for the traceback).
         if args.verbose:
             raise

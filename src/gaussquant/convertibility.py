@@ -1,6 +1,6 @@
-"""Will a Gaussian VAE convert well to a GQ VQ-VAE of codebook size K? (method.md sections 2, 5).
+"""Will a Gaussian VAE convert well to a GQ VQ-VAE of codebook size K? (docs/method.md sections 2, 5).
 
-The report measures, on a sample of images, the KL of each latent group in bits (method.md section 2:
+The report measures, on a sample of images, the KL of each latent group in bits (docs/method.md section 2:
 ``kl_bits = 0.5 * (mean^2 + std^2 - 1 - logvar) / ln 2`` summed over the group's d dimensions) and compares
 it with the codebook's rate log2 K. The paper's sizing rule is round(log2 K) = round(group KL); a mean
 group KL outside log2 K +- 0.5 triggers a warning that names the K which would fit, 2^round(mean KL).
@@ -26,26 +26,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import channels_last
+from gaussquant.quantizers.grouping import to_groups
 
-BAND_BITS = 0.5  # method.md section 3: the TDC tolerance tau; the sizing band of the report
+BAND_BITS = 0.5  # docs/method.md section 3: the TDC tolerance tau; the sizing band of the report
 _SQRT2 = math.sqrt(2.0)
-
-
-def group_dims(per_dim: Tensor, codebook_dim: int, grouping: str) -> Tensor:
-    """Per-dimension values ``(N, C)`` (channels last) -> ``(N, G, d)`` with method.md section 2's grouping.
-
-    ``contiguous``: group g is channels [g*d, (g+1)*d); ``strided``: channels {g, g+G, g+2G, ...}.
-    """
-    n, channels = per_dim.shape
-    if codebook_dim < 1 or channels % codebook_dim:
-        raise ValueError(f"codebook_dim {codebook_dim} must divide the latent channels ({channels})")
-    groups = channels // codebook_dim
-    if grouping == "contiguous":
-        return per_dim.reshape(n, groups, codebook_dim)
-    if grouping == "strided":
-        return per_dim.reshape(n, codebook_dim, groups).transpose(1, 2)
-    raise ValueError(f"grouping must be 'contiguous' or 'strided'; got {grouping!r}")
 
 
 def box_probability(mean: Tensor, std: Tensor) -> Tensor:
@@ -124,7 +110,7 @@ class ConvertibilityReport:
             f"max {self.kl_bits_max:.3f}; per group: "
             + ", ".join(f"{v:.2f}" for v in self.kl_bits_per_group),
             f"within log2 K +- {BAND_BITS}: {100 * self.fraction_in_band:.1f}% of group tokens",
-            f"predicted P(|z_hat - mu| >= sigma) (method.md section 5): {self.large_error_probability:.3f} "
+            f"predicted P(|z_hat - mu| >= sigma) (docs/method.md section 5): {self.large_error_probability:.3f} "
             f"per dimension, {self.large_error_probability_group:.3f} per group (any dimension)",
             "histogram of group KL (bits):",
         ]
@@ -219,7 +205,7 @@ class KLAccumulator:
         post = DiagonalGaussian(mean.detach().float(), logvar.detach().float())
         channels = mean.shape[1 if mean.dim() == 4 else -1]
         flat = [channels_last(t).reshape(-1, channels) for t in (post.mean, post.std, post.kl_bits())]
-        mu, std, kl = (group_dims(t, self.codebook_dim, self.grouping) for t in flat)
+        mu, std, kl = (to_groups(t, self.codebook_dim, self.grouping) for t in flat)  # (N, G, d) each
         p_dim, p_group = predicted_large_error(mu, std, kl, self.codebook_size)
         group_kl = kl.double().sum(-1).cpu()  # (N, G)
         if self.group_sums is None:
@@ -236,7 +222,7 @@ class KLAccumulator:
         """Combine the state of every rank in place (no-op without an initialised process group)."""
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or self.group_sums is None:
+        if not distributed_ready() or self.group_sums is None:
             return
         for t in (self.sums, self.group_sums, self.fine):
             dist.all_reduce(t)

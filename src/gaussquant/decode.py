@@ -1,4 +1,4 @@
-"""``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images (issue 6, item 3).
+"""``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images.
 
 Decoding checks first, then works: the token file must carry this model's fingerprint, codebook size and
 group count, and every index must lie in [0, K) (``gaussquant.tokens``); otherwise the error says which.
@@ -9,7 +9,6 @@ read from the (compact) index array and decoded one at a time, so memory holds o
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path, PurePosixPath
@@ -19,7 +18,8 @@ from PIL import Image
 from torch import nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.encode import _progress, load_model, require_discrete, resolve_device
+from gaussquant.encode import _progress
+from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 def check_tokens_match(model: nn.Module, tokens: TokenFile, source: str = "the tokens file") -> None:
     """Raise ValueError unless ``tokens`` were written by ``model`` (fingerprint, K, G, index range)."""
-    require_discrete(model, "decode")
+    require_discrete(getattr(model, "bottleneck", None), "decode")
     bottleneck = model.bottleneck
     if tokens.codebook_size != bottleneck.codebook_size or tokens.num_groups != bottleneck.num_groups:
         raise ValueError(
@@ -99,19 +99,3 @@ def decode_tokens(
         model.train(was_training)
     logger.info("decoded %d images to %s", len(written), out)
     return written
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="the model that encoded the tokens (save dir, checkpoint or run dir)")
-    parser.add_argument("tokens", help="tokens file written by `gaussquant encode` (.npz)")
-    parser.add_argument("--out", required=True, help="folder for the decoded PNGs")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, ...")
-    parser.add_argument("--ema", action="store_true", help="use the EMA weights of a checkpoint")
-
-
-def main(args: argparse.Namespace) -> int:
-    model = load_model(args.model, resolve_device(args.device), use_ema=args.ema)
-    paths = decode_tokens(model, args.tokens, args.out, batch_size=args.batch_size, progress=True)
-    print(f"decoded {len(paths)} images to {args.out}")
-    return 0

@@ -1,4 +1,4 @@
-"""``gaussquant demo``: the main job end to end on the built-in photos (README quick start; method.md 3-5).
+"""``gaussquant demo``: the main job end to end on the built-in photos (README quick start; docs/method.md sections 3-5).
 
 1. Train a tiny UNet Gaussian VAE with TDC (target log2 K bits per group) on seeded crops of the bundled
    training photos, for a wall-clock budget (default 5 minutes) or a fixed ``--steps``.
@@ -16,7 +16,6 @@ depend on the final step count). With a GPU a larger preset is used in the same 
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -29,7 +28,7 @@ import torch
 log = logging.getLogger(__name__)
 
 CALIBRATION_STEPS = 6
-# Per-device recipe: (arch, image_size, latent_channels, group_dim, log2 K, batch, max steps).
+# Per-device recipe: (arch, image_size, latent_channels, codebook_dim, log2 K, batch, max steps).
 CPU_RECIPE = ("unet-tiny", 32, 8, 4, 8, 8, 4000)
 GPU_RECIPE = ("unet-small", 64, 16, 4, 10, 32, 40000)
 
@@ -56,7 +55,7 @@ def demo_config(out: Path, *, steps: int, cuda: bool, seed: int = 0) -> Any:
     arch, size, channels, d, bits, batch, _ = GPU_RECIPE if cuda else CPU_RECIPE
     overrides = [
         f"model.arch={arch}", f"model.image_size={size}", f"data.image_size={size}",
-        f"bottleneck.latent_channels={channels}", f"bottleneck.group_dim={d}", f"bottleneck.target_bits={bits}",
+        f"bottleneck.latent_channels={channels}", f"bottleneck.codebook_dim={d}", f"bottleneck.target_bits={bits}",
         # why: f = 1.01 (the paper's, for 10^5+ steps) moves lambda too slowly for a few thousand steps
         "bottleneck.factor=1.03",
         f"batch_size={batch}", f"steps={steps}", f"seed={seed}", f"out={out / 'train'}",
@@ -208,7 +207,7 @@ def _prepend_report(result: DemoResult, cfg: Any, grid: Path) -> None:
     lines = [
         "# gaussquant demo", "",
         f"A {cfg.model.arch} Gaussian VAE with TDC (C = {cfg.bottleneck.latent_channels}, d = "
-        f"{cfg.bottleneck.group_dim}, target {cfg.bottleneck.target_bits:g} bits per group) trained for "
+        f"{cfg.bottleneck.codebook_dim}, target {cfg.bottleneck.target_bits:g} bits per group) trained for "
         f"{result.steps} steps ({result.train_seconds:.0f} s) on {cfg.model.image_size}x{cfg.model.image_size} "
         f"crops of the bundled training photos, then converted to GQ (K = {r['codebook_size']}, Sobol codebook, "
         f"log-ratio search) without training. Rate: {r['bits_per_token']:g} bits per token, "
@@ -223,21 +222,3 @@ def _prepend_report(result: DemoResult, cfg: Any, grid: Path) -> None:
     ]
     text = result.report.read_text() if result.report.is_file() else ""
     result.report.write_text("\n".join(lines) + text)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--steps", type=int, help="fixed training steps (default: fit --budget-minutes)")
-    parser.add_argument("--budget-minutes", type=float, default=5.0,
-                        help="training wall-clock budget when --steps is not given (default 5)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def main(args: argparse.Namespace) -> int:
-    result = run(args.out, steps=args.steps, budget_minutes=args.budget_minutes, device=args.device,
-                 seed=args.seed)
-    print(format_summary(result))
-    print(f"report: {result.report}  (model: {result.model_dir}, tokens: {result.tokens}; "
-          f"{result.total_seconds:.0f} s in all)")
-    return 0

@@ -1,6 +1,6 @@
-"""``gaussquant encode MODEL IMAGES_DIR --out tokens.npz``: images -> tokens on disk (issue 6, item 3).
+"""``gaussquant encode MODEL IMAGES_DIR --out tokens.npz``: images -> tokens on disk.
 
-The model's ``tokenize`` (method.md section 4: the search over the fixed codebook) runs over the folder in
+The model's ``tokenize`` (docs/method.md section 4: the search over the fixed codebook) runs over the folder in
 batches; indices stream into the ``.npz`` described in ``tokens.py`` while images are loaded batch by batch,
 so a folder larger than memory works. Images are resized (shorter side) and center-cropped to the model's
 training size, exactly as ``ImageFolderDataset(mode="center")`` does for evaluation; a corrupt image is an
@@ -9,7 +9,6 @@ error that names it (a token file must hold every listed image, in order).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import TokenWriter, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -38,15 +38,6 @@ def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = Fa
     from gaussquant.models.autoencoder import Autoencoder
 
     return Autoencoder.from_pretrained(path, map_location=device, use_ema=use_ema)
-
-
-def require_discrete(model: nn.Module, what: str) -> None:
-    bottleneck = getattr(model, "bottleneck", None)
-    if not getattr(bottleneck, "is_discrete", False):
-        raise TypeError(
-            f"{what} needs a model with a discrete bottleneck; this one has {type(bottleneck).__name__}. "
-            "Convert a Gaussian VAE first: gaussquant convert RUN --codebook-size K --out DIR"
-        )
 
 
 def encode_folder(
@@ -74,7 +65,7 @@ def encode_folder(
     """
     from gaussquant.data.folder import ImageFolderDataset
 
-    require_discrete(model, "encode")
+    require_discrete(getattr(model, "bottleneck", None), "encode")
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device
@@ -102,25 +93,3 @@ def _progress(iterable, enabled: bool, desc: str):
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, unit="batch")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="a converted model: save_pretrained dir, checkpoint step dir or run dir")
-    parser.add_argument("images", help="folder of images (recursive; jpg/png/webp/bmp)")
-    parser.add_argument("--out", required=True, help="tokens file to write (.npz)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="center-crop side in pixels (default: the model's training image_size)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--ema", action="store_true", help="use the EMA weights of a checkpoint")
-
-
-def main(args: argparse.Namespace) -> int:
-    device = resolve_device(args.device)
-    model = load_model(args.model, device, use_ema=args.ema)
-    image_size = args.image_size or int(model.config.model.image_size)
-    path = encode_folder(model, args.images, args.out, image_size=image_size, batch_size=args.batch_size,
-                         num_workers=args.num_workers, progress=True)
-    print(f"tokens written to {path}")
-    return 0

@@ -1,7 +1,7 @@
 """Tokens on disk: the ``.npz`` format that ``gaussquant encode`` writes and ``gaussquant decode`` reads.
 
-method.md section 4 makes a converted model a VQ-VAE whose tokens are integer indices into a fixed codebook;
-users.md item 8 asks for decoding from indices and a fingerprint that catches a different model. This file
+docs/method.md section 4 makes a converted model a VQ-VAE whose tokens are integer indices into a fixed codebook;
+users need to decode from indices, and a fingerprint that catches tokens from a different model. This file
 holds the format (a streaming writer, a validating reader, the compact dtype and the model fingerprint);
 ``encode_folder`` / ``decode_tokens`` at the bottom drive a model over a folder.
 

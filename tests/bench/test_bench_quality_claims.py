@@ -22,7 +22,7 @@ def test_theory_small_grid(tmp_path):
 def _toy_vae():
     torch.manual_seed(0)
     return build_autoencoder(ModelConfig(arch="unet-tiny", image_size=32),
-                             build_bottleneck(GaussianConfig(latent_channels=4, group_dim=4, target_bits=8.0))).eval()
+                             build_bottleneck(GaussianConfig(latent_channels=4, codebook_dim=4, target_bits=8.0))).eval()
 
 
 def test_spread_kl_values_shapes_and_sums():

@@ -8,9 +8,9 @@ from gaussquant.quantizers.rates import config_bits_per_token
 
 
 def test_gaussian_config_factor_reaches_rate_controller():
-    b = build_bottleneck(GaussianConfig(latent_channels=4, group_dim=4, target_bits=8.0, factor=1.05))
+    b = build_bottleneck(GaussianConfig(latent_channels=4, codebook_dim=4, target_bits=8.0, factor=1.05))
     assert b.rate_controller.factor == pytest.approx(1.05)
-    assert build_bottleneck(GaussianConfig(latent_channels=4, group_dim=4, target_bits=8.0)).rate_controller.factor == 1.01
+    assert build_bottleneck(GaussianConfig(latent_channels=4, codebook_dim=4, target_bits=8.0)).rate_controller.factor == 1.01
 
 
 def test_plan_shares_trainings_and_matches_rates():
@@ -29,9 +29,9 @@ def test_plan_shares_trainings_and_matches_rates():
             if method == "fsq":
                 assert abs(config_bits_per_token(unit.bottleneck) - bits) < 0.2  # FSQ levels: exact, not 2^B
             if method == "gq":
-                assert unit.bottleneck.target_bits == bits and unit.bottleneck.group_dim == 4
+                assert unit.bottleneck.target_bits == bits and unit.bottleneck.codebook_dim == 4
             if method == "tokenbridge_tdc":
-                assert unit.bottleneck.group_dim == 1 and unit.bottleneck.target_bits == bits / 4
+                assert unit.bottleneck.codebook_dim == 1 and unit.bottleneck.target_bits == bits / 4
 
 
 def test_bad_grid_is_an_error():

@@ -123,7 +123,7 @@ def test_model_config_from_diffusers_maps_every_field():
     # and a training config's model section can name it (YAML lists -> tuples)
     from gaussquant.train.config import config_from_dict
 
-    train = config_from_dict({"model": data, "bottleneck": {"kind": "gaussian", "latent_channels": 4, "group_dim": 4}})
+    train = config_from_dict({"model": data, "bottleneck": {"kind": "gaussian", "latent_channels": 4, "codebook_dim": 4}})
     assert train.model == cfg
 
 
@@ -131,7 +131,7 @@ def test_key_mapping_is_a_bijection_both_ways():
     arch = UNetArch(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=2, attn_levels=(1, 2),
                     z_channels=4, mid_attention=True, norm_groups=8, quant_conv=True, post_quant_conv=True)
     cfg = ModelConfig(arch="unet-custom", image_size=32, unet=arch)
-    model = build_autoencoder(cfg, build_bottleneck(GaussianConfig(latent_channels=4, group_dim=4)))
+    model = build_autoencoder(cfg, build_bottleneck(GaussianConfig(latent_channels=4, codebook_dim=4)))
     keys = [k for k in model.state_dict() if k.startswith(("encoder.", "decoder."))]
     theirs = [diffusers_key(k, 3) for k in keys]
     assert None not in theirs and len(set(theirs)) == len(keys)
@@ -147,7 +147,7 @@ def test_deprecated_attention_names_load_and_paper_preset_exports(tmp_path):
     torch.manual_seed(0)
     arch = dataclasses.replace(model_cfg_tiny_with_attention(), mid_attention=True)
     model = build_autoencoder(ModelConfig(arch="unet-custom", image_size=16, unet=arch),
-                              build_bottleneck(GaussianConfig(latent_channels=8, group_dim=4))).eval()
+                              build_bottleneck(GaussianConfig(latent_channels=8, codebook_dim=4))).eval()
     save_diffusers_vae(model, tmp_path / "vae")
     state = load_file(tmp_path / "vae" / WEIGHTS_NAME)
     old = {"to_q": "query", "to_k": "key", "to_v": "value", "to_out.0": "proj_attn"}
@@ -158,14 +158,14 @@ def test_deprecated_attention_names_load_and_paper_preset_exports(tmp_path):
         renamed[key] = value
     assert any(".query." in k for k in renamed)
     save_file(renamed, str(tmp_path / "vae" / WEIGHTS_NAME))
-    loaded = load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=8, group_dim=4))
+    loaded = load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=8, codebook_dim=4))
     x = _images()
     with torch.no_grad():
         torch.testing.assert_close(loaded.decode_posterior_mean(x), model.decode_posterior_mean(x), atol=0, rtol=0)
 
     # a preset of the GQ reference's layout (attention at the lowest level only) maps onto the same preset
     small = build_autoencoder(ModelConfig(arch="unet-small", image_size=64),
-                              build_bottleneck(GaussianConfig(latent_channels=16, group_dim=16)))
+                              build_bottleneck(GaussianConfig(latent_channels=16, codebook_dim=16)))
     config = diffusers_config_from_model(small)
     assert config["down_block_types"] == ["DownEncoderBlock2D"] * 3 + ["AttnDownEncoderBlock2D"]
     assert config["up_block_types"] == ["AttnUpDecoderBlock2D"] + ["UpDecoderBlock2D"] * 3
@@ -182,7 +182,7 @@ def test_loaded_vae_converts_to_gq(tmp_path):
     """The point of loading: fine-tune with TDC, then convert with no training into a GQ VQ-VAE."""
     vae = _diffusers_vae("sd")
     vae.save_pretrained(tmp_path / "vae")
-    model = load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=4, group_dim=2, target_bits=6.0))
+    model = load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=4, codebook_dim=2, target_bits=6.0))
     model.train()
     out = model(_images(), generator=torch.Generator().manual_seed(0))
     assert out.bottleneck.losses["rate"].ndim == 0 and out.bottleneck.kl_bits.shape == (2, 8, 8, 2)
@@ -213,12 +213,12 @@ def test_clear_errors(tmp_path):
         load_diffusers_vae(tmp_path)
     # a weights file from another layout: the mismatch is named, nothing is loaded silently
     model = build_autoencoder(ModelConfig(arch="unet-custom", image_size=16, unet=model_cfg_tiny_with_attention()),
-                              build_bottleneck(GaussianConfig(latent_channels=8, group_dim=4)))
+                              build_bottleneck(GaussianConfig(latent_channels=8, codebook_dim=4)))
     save_diffusers_vae(model, tmp_path / "vae")
     config = json.loads((tmp_path / "vae" / CONFIG_NAME).read_text())
     config["use_post_quant_conv"] = False
     (tmp_path / "vae" / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="2 unexpected .*post_quant_conv"):
-        load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=8, group_dim=4))
+        load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=8, codebook_dim=4))
     with pytest.raises(ValueError, match="latent_channels=8"):
-        load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=4, group_dim=4))
+        load_diffusers_vae(tmp_path / "vae", GaussianConfig(latent_channels=4, codebook_dim=4))

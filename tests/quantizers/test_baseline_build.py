@@ -35,6 +35,18 @@ def test_dict_round_trip_and_strict_keys():
         bottleneck_config_from_dict({"kind": "rvq"})
 
 
+@pytest.mark.parametrize(("old", "kind", "new", "value"), [
+    ("group_dim", "gaussian", "codebook_dim", 4),
+    ("max_search_memory_bytes", "vq", "max_memory_bytes", 1 << 20),
+    ("bits", "tokenbridge", "codebook_bits", 3),
+])
+def test_renamed_keys_load_with_a_deprecation_warning(old, kind, new, value):
+    with pytest.warns(DeprecationWarning, match=f"'{old}'.*'{new}'"):
+        cfg = bottleneck_config_from_dict({"kind": kind, old: value})
+    assert getattr(cfg, new) == value
+    assert old not in bottleneck_config_to_dict(cfg)
+
+
 @pytest.mark.parametrize("bits", [8, 12, 16, 32, 64])
 def test_presets_are_rate_matched(bits):
     cfgs = rate_matched_configs(bits)
@@ -63,7 +75,7 @@ def test_reference_settings_at_16_bits():
     assert (cfgs["lfq"].num_groups, cfgs["lfq"].codebook_bits) == (2, 8)
     assert cfgs["bsq"].latent_channels == 16
     assert (cfgs["gq"].codebook_size, cfgs["gq"].codebook_dim, cfgs["gq"].latent_channels) == (65536, 16, 16)
-    assert cfgs["tokenbridge"].bits == 1
+    assert cfgs["tokenbridge"].codebook_bits == 1
 
 
 def test_rate_summary_and_table():

@@ -1,4 +1,4 @@
-"""Gaussian codebooks: the reference recipe bit for bit, fingerprints, specs (method.md section 4)."""
+"""Gaussian codebooks: the reference recipe bit for bit, fingerprints, specs (docs/method.md section 4)."""
 
 import logging
 

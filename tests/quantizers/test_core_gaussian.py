@@ -1,4 +1,4 @@
-"""Gaussian bottleneck, per-group KL and the TDC rate controller (method.md sections 2-3)."""
+"""Gaussian bottleneck, per-group KL and the TDC rate controller (docs/method.md sections 2-3)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""GaussianQuantizer: grouping, round trip, straight-through, fingerprinted codebook (method.md section 4)."""
+"""GaussianQuantizer: grouping, round trip, straight-through, fingerprinted codebook (docs/method.md section 4)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""gq_search / nearest_search against the plain broadcast reference (method.md section 4).
+"""gq_search / nearest_search against the plain broadcast reference (docs/method.md section 4).
 
 The fast path scores with one float32 GEMM, the reference with a float64 (N, K, d) broadcast, so their
 scores differ by rounding. "Exact agreement" is therefore checked strictly but without flakiness:

@@ -1,4 +1,4 @@
-"""The error theory of method.md section 5 against Monte Carlo, and the bounds around the exact value."""
+"""The error theory of docs/method.md section 5 against Monte Carlo, and the bounds around the exact value."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Conversion claims on one trained TDC Gaussian VAE (method.md sections 4-5; the paper's ablations).
+"""Conversion claims on one trained TDC Gaussian VAE (docs/method.md sections 4-5; the paper's ablations).
 
 Only the conversion varies, so every experiment reuses one model (default: the tiny UNet TDC VAE at 8 bits
 per group that ``bench quality`` trains, seed 0; trained here with the same recipe when absent):

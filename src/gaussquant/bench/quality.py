@@ -1,4 +1,4 @@
-"""Rate-matched quality: GQ against VQ, FSQ, LFQ, BSQ and TokenBridge at equal bits per token (method.md 6).
+"""Rate-matched quality: GQ against VQ, FSQ, LFQ, BSQ and TokenBridge at equal bits per token (docs/method.md section 6).
 
 For each architecture (tiny UNet, tiny ViT), rate B (bits per token) and seed, every method gets the same
 architecture, data (seeded crops of the bundled training photos, or ``--data DIR``), steps, batch,
@@ -10,7 +10,7 @@ optimizer, learning rate and seed:
 - ``tokenbridge``: TokenBridge at B / C bits per channel on a vanilla Gaussian VAE (fixed KL weight);
 - ``tokenbridge_tdc``: TokenBridge on a Gaussian VAE trained with TDC at d = 1, B / C bits per dimension.
   Both TokenBridge variants use a range fitted to the training latents (``fit_range``): the fair, tuned
-  variant; TokenBridge's own default mapping is the documented mismatch (method.md section 6).
+  variant; TokenBridge's own default mapping is the documented mismatch (docs/method.md section 6).
 
 Everything is evaluated on the held-out photos (``evaluate``: PSNR on uint8, SSIM, fd_effnet_lite0,
 codebook usage and index entropy over the whole set). One training serves every method that shares it (the
@@ -101,14 +101,14 @@ def plan(cfg: QualityConfig) -> list[Unit]:
                 configs = rate_matched_configs(bits, latent_channels=c)
                 for method in cfg.methods:
                     if method == "gq":
-                        g = GaussianConfig(latent_channels=c, group_dim=c, target_bits=float(bits), factor=cfg.tdc_factor)
+                        g = GaussianConfig(latent_channels=c, codebook_dim=c, target_bits=float(bits), factor=cfg.tdc_factor)
                         add(arch, seed, f"tdc-{bits}", g, method, bits)
                     elif method == "tokenbridge":
-                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=None,
+                        g = GaussianConfig(latent_channels=c, codebook_dim=1, target_bits=None,
                                            kl_weight=cfg.vanilla_kl_weight)
                         add(arch, seed, "vanilla", g, method, bits)
                     elif method == "tokenbridge_tdc":
-                        g = GaussianConfig(latent_channels=c, group_dim=1, target_bits=float(bits // c),
+                        g = GaussianConfig(latent_channels=c, codebook_dim=1, target_bits=float(bits // c),
                                            factor=cfg.tdc_factor)
                         add(arch, seed, f"tdc-d1-{bits}", g, method, bits)
                     else:

@@ -1,4 +1,4 @@
-"""TDC vs a vanilla KL weight: the spread of KL over groups and dimensions (method.md section 3).
+"""TDC vs a vanilla KL weight: the spread of KL over groups and dimensions (docs/method.md section 3).
 
 The paper reports per-dimension KL spanning 0.26-27.29 bits without TDC against 2.93-5.63 bits with it.
 Here, on the held-out photo crops, three tiny-UNet Gaussian VAEs of ``bench quality`` (same recipe, seed 0):

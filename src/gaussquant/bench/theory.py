@@ -1,4 +1,5 @@
-"""Theorem check: Monte-Carlo large-error probability against log K - KL, exact curve and both bounds (method.md 5).
+"""Theorem check (docs/method.md section 5): Monte-Carlo large-error probability against log K - KL, exact
+curve and both bounds.
 
 Per dimension, K i.i.d. N(0, 1) codewords, rule ``nearest``; R = KL(N(mu, sigma^2) || N(0, 1)) in nats and
 t = log K - R. For a few posteriors (mu, sigma), K = round(e^(R + t)) over a grid of t; each point is a

@@ -38,6 +38,7 @@ def _worker(preset: str, steps: int, warmup: int, batch: int, out: Path, overrid
     import torch
     import torch.distributed as dist
 
+    from gaussquant.distributed import distributed_ready
     from gaussquant.train.config import load_config
     from gaussquant.train.trainer import Trainer
 
@@ -46,13 +47,13 @@ def _worker(preset: str, steps: int, warmup: int, batch: int, out: Path, overrid
     trainer = Trainer(cfg)
     for _ in range(warmup):
         trainer.train_step()
-    if dist.is_initialized():
+    if distributed_ready():
         dist.barrier()
     t0 = time.perf_counter()
     for _ in range(steps):
         logs = trainer.train_step()
     float(logs["loss"])  # wait for the device
-    if dist.is_initialized():
+    if distributed_ready():
         dist.barrier()
     seconds = time.perf_counter() - t0
     rank, world = trainer.info.rank, trainer.info.world_size
@@ -62,7 +63,7 @@ def _worker(preset: str, steps: int, warmup: int, batch: int, out: Path, overrid
               "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cuda_peak_mb": cuda,
               "kl_mean": float(logs["kl_mean"]) if "kl_mean" in logs else None}
     (out / f"rank{rank}.json").write_text(json.dumps(result))
-    if dist.is_initialized():
+    if distributed_ready():
         dist.destroy_process_group()
 
 

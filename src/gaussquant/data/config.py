@@ -1,4 +1,4 @@
-"""The data config and the one builder that turns it into train and eval datasets (issue 5 "Data").
+"""The data config and the one builder that turns it into train and eval datasets.
 
 Sources:
 

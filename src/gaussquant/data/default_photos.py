@@ -1,4 +1,4 @@
-"""The built-in dataset: real photos bundled in installed wheels (issue 5 "Data"; environment.md).
+"""The built-in dataset: real photos bundled in installed wheels (no download; the ``eval`` / ``demo`` extras).
 
 Eleven photos, read straight from the files the wheels ship (no ``skimage.data`` fetcher call, so no
 download can ever be attempted):
@@ -46,6 +46,7 @@ from gaussquant.data.transforms import (
     resize_shorter_side,
     to_tensor,
 )
+from gaussquant.optional import MissingOptionalDependency
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +65,17 @@ PHOTO_FILES: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea", "china", "grace_hopper")
+# import name -> the distribution that ships the photo files (optional: the ``eval`` / ``demo`` extras)
+PHOTO_PACKAGES: dict[str, str] = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
 
 
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(f"package {package!r} is not installed (pip install the project)")
+        raise MissingOptionalDependency(
+            f"the built-in photos are read from the {PHOTO_PACKAGES[package]} wheel, which is not installed; "
+            'install it with: pip install "gaussquant[demo]" (or use your own images: --data DIR)'
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -188,18 +194,3 @@ def held_out_photos(
         resized = np.asarray(resize_shorter_side(Image.fromarray(array), image_size))
         out.append((name, to_tensor(center_crop(resized, image_size))))
     return out
-
-
-class HeldOutPhotos(Dataset):
-    """:func:`held_out_photos` as a dataset (``dataset.files`` holds the photo names)."""
-
-    def __init__(self, image_size: int, eval_photos: tuple[str, ...] = EVAL_PHOTOS) -> None:
-        pairs = held_out_photos(image_size, eval_photos)
-        self.files = [name for name, _ in pairs]
-        self.images = [image for _, image in pairs]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]

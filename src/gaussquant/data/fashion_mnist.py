@@ -1,4 +1,4 @@
-"""Fashion-MNIST from the Debian package's IDX files (issue 5 "Data"; environment.md).
+"""Fashion-MNIST from the IDX files that a Debian package installs (no download).
 
 ``apt-get install dataset-fashion-mnist`` puts the four gzip IDX files under
 ``/usr/share/datasets/fashion-mnist/``. The IDX format: big-endian header ``0x00 0x00 <dtype> <ndim>``,

@@ -1,4 +1,4 @@
-"""A user's image folder as a dataset (issue 5, "Data"; environment.md: ImageNet layout or flat).
+"""A user's image folder as a dataset (ImageNet layout with class subfolders, or flat).
 
 Files are found recursively (``.jpg .jpeg .png .webp .bmp``, any case), sorted by relative path so the
 order is the same on every machine. Images are converted to RGB 8-bit (rules in ``transforms.py``:

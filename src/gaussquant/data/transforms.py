@@ -1,4 +1,4 @@
-"""Image decoding and the two crop recipes shared by every data source (issue 5, "Data").
+"""Image decoding and the two crop recipes shared by every data source.
 
 Every source ends in the same place: an RGB uint8 ``(H, W, 3)`` array, turned into a float tensor
 ``(3, H, W)`` in [-1, 1] by :func:`to_tensor`. Conversion rules (why: models see 3 channels, 8 bits):

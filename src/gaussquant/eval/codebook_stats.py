@@ -1,4 +1,4 @@
-"""Codebook usage, index entropy and perplexity over a whole evaluation set (users.md item 1).
+"""Codebook usage, index entropy and perplexity over a whole evaluation set.
 
 Counts every index of every group over the whole set (int64 ``bincount``; never per batch). Per group
 ``g`` with empirical distribution ``p_g``:

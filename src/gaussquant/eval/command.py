@@ -9,8 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from gaussquant.eval.report import METRIC_ROWS
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="save_pretrained dir, checkpoint step dir or run dir")
@@ -29,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def summary(results: dict) -> str:
     """A few lines: count, image metrics (quantized and continuous), rate, usage."""
+    from gaussquant.eval.report import METRIC_ROWS
+
     lines = [f"images: {results['num_images']} ({results['protocol']['resolution']}, {results['protocol']['data']})"]
     cont = results.get("continuous") or {}
     for key, label, spec, _ in METRIC_ROWS:
@@ -46,7 +46,8 @@ def summary(results: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gaussquant.eval.evaluate import rank_and_world, evaluate
+    from gaussquant.distributed import rank_and_world
+    from gaussquant.eval.evaluate import evaluate
     from gaussquant.train.distributed import setup
 
     setup("cpu" if args.device == "cpu" else "auto")  # joins the torchrun process group, if any

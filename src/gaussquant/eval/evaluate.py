@@ -1,8 +1,8 @@
-"""``evaluate(...)``: honest reconstruction metrics over a whole image set (issue 6, item 4; design.md 9).
+"""``evaluate(...)``: honest reconstruction metrics over a whole image set (no sample dropped, protocol stated).
 
 One pass over the data, batch by batch (images never accumulate): the metric objects of
 ``gaussquant.eval.metrics`` keep float64 running statistics; codebook usage is counted per group over the
-whole set; for Gaussian-family models the group KL (method.md section 2) is summarised too. For a GQ model
+whole set; for Gaussian-family models the group KL (docs/method.md section 2) is summarised too. For a GQ model
 the same image metrics are computed for the continuous posterior-mean reconstruction (``"continuous"``),
 so the conversion gap is measured on exactly the same images.
 
@@ -20,21 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from gaussquant.convertibility import KLAccumulator
+from gaussquant.distributed import rank_and_world
 
 logger = logging.getLogger(__name__)
 
 PSNR_PROTOCOL = "images mapped to [0, 255] and rounded to uint8, PSNR per image then averaged"
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def build_eval_dataset(data: str | os.PathLike | Dataset | None, image_size: int, num_crops: int = 256
@@ -56,8 +50,8 @@ def build_eval_dataset(data: str | os.PathLike | Dataset | None, image_size: int
 
 
 def _group_layout(config: Any) -> tuple[int, str]:
-    """(d, grouping) of a Gaussian-family bottleneck config (``group_dim`` or ``codebook_dim``)."""
-    d = config.group_dim if config.kind == "gaussian" else config.codebook_dim
+    """(d, grouping) of a Gaussian-family bottleneck config (``codebook_dim``)."""
+    d = config.codebook_dim
     return int(d), str(config.grouping)
 
 

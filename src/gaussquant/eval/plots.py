@@ -1,5 +1,5 @@
-"""Figures of the evaluation report (issue 6, "Reports"): reconstruction grid, group-KL histogram against
-log2 K (method.md sections 2 and 5), codebook usage.
+"""Figures of the evaluation report: reconstruction grid, group-KL histogram against
+log2 K (docs/method.md sections 2 and 5), codebook usage.
 
 The grid is assembled from exact uint8 pixels with Pillow (no resampling, so what you see is what the metrics
 saw); the charts use matplotlib's object API with the Agg canvas (no pyplot global state, no display).
@@ -16,12 +16,13 @@ from PIL import Image
 from torch import Tensor
 
 from gaussquant.data.transforms import to_uint8
+from gaussquant.optional import import_optional
 
 BAND_BITS = 0.5
 
 
 def to_uint8_hwc(x: Tensor) -> np.ndarray:
-    """Images ``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)`` (the data room's rounding, as PSNR uses)."""
+    """Images ``(B, 3, H, W)`` in [-1, 1] -> uint8 ``(B, H, W, 3)`` (``to_uint8``'s rounding, as PSNR)."""
     return to_uint8(x.cpu()).permute(0, 2, 3, 1).numpy()
 
 
@@ -47,11 +48,12 @@ def save_image_grid(columns: Sequence[Tensor], path: str | Path, gap: int = 2) -
 
 
 def _figure(width: float = 6.0, height: float = 3.5):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
+    needed_for = "report plots (gaussquant.eval.plots)"
+    agg = import_optional("matplotlib.backends.backend_agg", package="matplotlib", extra="eval",
+                          needed_for=needed_for)
+    figure = import_optional("matplotlib.figure", package="matplotlib", extra="eval", needed_for=needed_for)
+    fig = figure.Figure(figsize=(width, height), dpi=100)
+    agg.FigureCanvasAgg(fig)
     return fig, fig.add_subplot(1, 1, 1)
 
 

@@ -1,4 +1,4 @@
-"""The markdown evaluation report (issue 6, "Reports"; design.md convention 9: every number beside its protocol).
+"""The markdown evaluation report: every number stands beside its protocol (data, resolution, count, metric code).
 
 ``write_report`` takes the result dict of :func:`gaussquant.eval.evaluate.evaluate` plus the few tensors the
 figures need and writes ``report.md``, ``metrics.json``, ``reconstructions.png`` (original | continuous |
@@ -103,7 +103,7 @@ def kl_section(kl: Mapping[str, Any] | None, log2_k: float | None, plotted: bool
     lines.append(
         f"Group KL (bits){against}: mean {kl['mean']:.3f}, min {kl['min']:.3f}, max {kl['max']:.3f}; "
         f"per group: {', '.join(f'{v:.2f}' for v in kl['per_group'])}. "
-        "The paper's sizing rule is round(log2 K) = round(mean group KL) (method.md section 5)."
+        "The paper's sizing rule is round(log2 K) = round(mean group KL) (docs/method.md section 5)."
     )
     return lines + [""]
 

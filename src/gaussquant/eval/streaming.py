@@ -1,4 +1,4 @@
-"""The base of every streaming metric: named running sums, merged by addition (issue 6, "Evaluation").
+"""The base of every streaming metric: named running sums, merged by addition.
 
 A metric keeps only sums (float64 for values, int64 for counts), never per-sample features, so it
 streams over any number of images, and two partial metrics merge exactly by adding their sums. Under
@@ -12,10 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-
-def distributed_ready() -> bool:
-    """True when a default process group exists (torchrun / init_process_group was called)."""
-    return dist.is_available() and dist.is_initialized()
+from gaussquant.distributed import distributed_ready
 
 
 class StreamingSums:

@@ -286,7 +286,7 @@ def load_diffusers_vae(
     Args:
         path: the folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
         gaussian: the bottleneck to fine-tune with; its ``latent_channels`` must equal the VAE's. Default:
-            TDC with one group per token (``group_dim = latent_channels``) at 16 bits.
+            TDC with one group per token (``codebook_dim = latent_channels``) at 16 bits.
         image_size: overrides ``sample_size`` (see :func:`model_config_from_diffusers`).
 
     Returns:
@@ -299,7 +299,7 @@ def load_diffusers_vae(
     model_cfg = model_config_from_diffusers(config, image_size)
     latent = model_cfg.z_channels
     if gaussian is None:
-        gaussian = GaussianConfig(latent_channels=latent, group_dim=latent, target_bits=16.0)
+        gaussian = GaussianConfig(latent_channels=latent, codebook_dim=latent, target_bits=16.0)
     if not isinstance(gaussian, GaussianConfig):
         raise TypeError(f"gaussian must be a GaussianConfig; got {type(gaussian).__name__}")
     if gaussian.latent_channels != latent:

@@ -1,4 +1,4 @@
-"""PatchGAN hinge losses and the VQGAN adaptive weight (method.md section 7; Esser et al. 2021, Eq. 7).
+"""PatchGAN hinge losses and the VQGAN adaptive weight (docs/method.md section 7; Esser et al. 2021, Eq. 7).
 
 Losses compute; the trainer decides when the discriminator starts and how steps alternate.
 """

@@ -1,4 +1,4 @@
-"""The generator objective of method.md sections 3 and 7, without the adversarial term.
+"""The generator objective of docs/method.md sections 3 and 7, without the adversarial term.
 
 ``loss = (l1 * |x - x_hat| + l2 * (x - x_hat)^2 + w_p * LPIPS) / exp(s) + s``  (summed per image, batch mean)
 ``     + rate_weight * losses["rate"]`` (TDC-weighted KL in bits per image, from the bottleneck)

@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al. 2018, "The Unreasonable Effectiveness of Deep Features as a Perceptual Metric"),
-v0.1, with VGG16 or AlexNet trunks; shared by the training loss (issue 5, "Losses") and the metric.
+v0.1, with VGG16 or AlexNet trunks; shared by the training loss and the metric.
 
-Written by hand because the ``lpips`` package pulls torchvision (environment.md). The trunks mirror
+Written by hand because the ``lpips`` package pulls torchvision (see docs/install.md). The trunks mirror
 torchvision's ``features`` modules layer for layer so that their state dicts load unchanged
 (``features.N.weight``). LPIPS(x, y) = sum over layers l of the spatial mean of
 ``|| w_l * (f_l(x) / ||f_l(x)|| - f_l(y) / ||f_l(y)||) ||^2`` (unit-normalised over channels, squared

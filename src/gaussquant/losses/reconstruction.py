@@ -1,4 +1,4 @@
-"""Pixel reconstruction terms and the learned output log-variance (method.md section 7).
+"""Pixel reconstruction terms and the learned output log-variance (docs/method.md section 7).
 
 The paper's reconstruction loss is ``(L1 + w_p * LPIPS) / exp(s) + s`` with a learned scalar log-variance
 ``s``, summed over pixels per image and averaged over the batch (the same per-image sum as the rate term,

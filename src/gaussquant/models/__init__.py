@@ -1,4 +1,4 @@
-"""Encoders, decoders, the Autoencoder and the PatchGAN discriminator (method.md section 7).
+"""Encoders, decoders, the Autoencoder and the PatchGAN discriminator (docs/method.md section 7).
 
 - layers.py: UNet and ViT building blocks.
 - unet.py: UNetEncoder / UNetDecoder (SD-family VAE layout; channel-first latents).

@@ -1,4 +1,4 @@
-"""The Autoencoder: encoder -> bottleneck -> decoder, for every bottleneck of the protocol (method.md 1, 7).
+"""The Autoencoder: encoder -> bottleneck -> decoder, for every bottleneck of the protocol (docs/method.md sections 1, 7).
 
 Works with both latent layouts: a UNet encoder gives channel-first ``(B, C, h, w)`` latents, a ViT encoder
 token-last ``(B, L, C)``; the bottleneck keeps the layout (quantizers/base.py).
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from gaussquant.quantizers.base import Bottleneck, BottleneckOutput
+from gaussquant.quantizers.base import Bottleneck, BottleneckOutput, require_discrete
 
 if TYPE_CHECKING:  # pragma: no cover
     from gaussquant.models.presets import ModelConfig
@@ -200,21 +200,14 @@ class Autoencoder(nn.Module):
         out = self.encode(x, generator)
         return AutoencoderOutput(x_hat=self.decode(out.z_hat), bottleneck=out)
 
-    def _require_discrete(self, what: str) -> None:
-        if not getattr(self.bottleneck, "is_discrete", False):
-            raise TypeError(
-                f"{what} needs a discrete bottleneck; {type(self.bottleneck).__name__} is continuous. "
-                "Convert a Gaussian VAE to a GQ VQ-VAE first (gaussquant convert)."
-            )
-
     def tokenize(self, x: Tensor) -> Tensor:
         """Images -> int64 indices ``(B, G, h, w)`` (UNet) or ``(B, L, G)`` (ViT), values in [0, K)."""
-        self._require_discrete("tokenize")
+        require_discrete(self.bottleneck, "tokenize")
         return self.bottleneck.quantize(self.encoder(self.check_images(x)))
 
     def detokenize(self, indices: Tensor) -> Tensor:
         """Indices from :meth:`tokenize` -> images ``(B, 3, H, W)``."""
-        self._require_discrete("detokenize")
+        require_discrete(self.bottleneck, "detokenize")
         return self.decode(self.bottleneck.dequantize(indices))
 
     def decode_posterior_mean(self, x: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""The PatchGAN discriminator of pix2pix / VQGAN (method.md section 7: 6 layers, ndf 160, ActNorm).
+"""The PatchGAN discriminator of pix2pix / VQGAN (docs/method.md section 7: 6 layers, ndf 160, ActNorm).
 
 Layout: a 4x4 stride-2 conv + LeakyReLU(0.2); ``n_layers - 1`` more stride-2 4x4 convs, each followed by a
 norm and LeakyReLU, with channels ``base_channels * min(2^n, 8)``; one stride-1 4x4 conv + norm + LeakyReLU;
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from gaussquant.distributed import distributed_ready
 
 NORMS = ("actnorm", "batch", "group")
 
@@ -41,7 +43,7 @@ class ActNorm(nn.Module):
         flat = x.detach().transpose(0, 1).reshape(x.shape[1], -1).to(dtype)
         count = torch.full((1,), flat.shape[1], dtype=dtype, device=x.device)
         moments = torch.cat([flat.sum(dim=1), flat.pow(2).sum(dim=1), count])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed_ready():
             torch.distributed.all_reduce(moments)
         c = x.shape[1]
         n = moments[-1]

@@ -1,4 +1,4 @@
-"""Building blocks of the UNet and ViT autoencoders (method.md section 7).
+"""Building blocks of the UNet and ViT autoencoders (docs/method.md section 7).
 
 UNet blocks follow the Stable-Diffusion-family VAE (GroupNorm(32) + SiLU residual blocks, single-head
 spatial self-attention with 1x1-conv q/k/v, strided-conv downsampling, nearest-neighbour upsampling). Their

@@ -1,4 +1,4 @@
-"""Architecture presets and the typed model config (method.md section 7; design.md "Conventions" 1).
+"""Architecture presets and the typed model config (docs/method.md section 7; chosen by type, not by string).
 
 A preset is a small frozen dataclass (:class:`UNetArch` or :class:`ViTArch`); ``ARCH_PRESETS`` maps names to
 them. :class:`ModelConfig` picks one by name and adds the run-specific sizes (image size, dropout). The

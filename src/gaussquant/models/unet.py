@@ -1,4 +1,4 @@
-"""The UNet (conv) encoder and decoder of the Stable-Diffusion-family VAE (method.md section 7).
+"""The UNet (conv) encoder and decoder of the Stable-Diffusion-family VAE (docs/method.md section 7).
 
 Paper size: base channels 128, multipliers [1, 2, 4, 4] (downsampling f = 8), 2 res blocks per level,
 self-attention at the 32x32 level of a 256x256 input, z_channels 16 with the encoder emitting 2 x 16

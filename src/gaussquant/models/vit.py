@@ -1,4 +1,4 @@
-"""The ViT encoder and decoder in the BSQ-ViT style (method.md section 7).
+"""The ViT encoder and decoder in the BSQ-ViT style (docs/method.md section 7).
 
 Paper size: patch 8, width 768, 12 layers, 12 heads, MLP ratio 4 (about 175M parameters for encoder plus
 decoder). Encoder: a patch-embedding conv (kernel = stride = patch), learned positional embeddings,

@@ -24,6 +24,7 @@ import typing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gaussquant.plain import to_plain as plain
 from gaussquant.pretrained.files import state_digest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,17 +32,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 FORMAT = "gaussquant-autoencoder"
 VERSION = 1
-
-
-def plain(obj: Any) -> Any:
-    """Dataclasses, tuples and dicts -> JSON-safe dicts and lists."""
-    if dataclasses.is_dataclass(obj):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    return obj
 
 
 def describe_model(model: "Autoencoder", *, digest: bool = True) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def _rate(meta: dict[str, Any]) -> list[str]:
     if "bits_per_token" not in meta:
         b = meta["bottleneck"]
         target = b.get("target_bits")
-        held = f"a KL target of {target:g} bits per group of {b.get('group_dim')} channels" if target else \
+        held = f"a KL target of {target:g} bits per group of {b.get('codebook_dim')} channels" if target else \
             f"a fixed KL weight of {b.get('kl_weight')}"
         return [f"Continuous latents ({b.get('latent_channels')} channels) trained with {held}; no tokens."]
     size = int(meta["model"]["image_size"])

@@ -1,4 +1,4 @@
-"""The one protocol every bottleneck follows (design.md, "One protocol for every bottleneck").
+"""The one protocol every bottleneck follows: the same typed output, and for discrete ones the same index API.
 
 A bottleneck sits between encoder and decoder. It takes the encoder output ``h`` in one of two layouts,
 chosen by the tensor's rank:
@@ -136,6 +136,19 @@ class DiscreteBottleneck(Bottleneck):
 
     def dequantize(self, indices: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def require_discrete(bottleneck: nn.Module | None, what: str) -> None:
+    """Raise a clear TypeError unless ``bottleneck`` is discrete (the one "is this a VQ model?" check).
+
+    ``what`` names the operation that needs indices (``tokenize``, ``encode``, ...).
+    """
+    if not getattr(bottleneck, "is_discrete", False):
+        raise TypeError(
+            f"{what} needs a discrete bottleneck; this model has {type(bottleneck).__name__}, "
+            "which is continuous. Convert a Gaussian VAE to a GQ VQ-VAE first: "
+            "gaussquant convert RUN --codebook-size K --out DIR (or gaussquant.to_gaussian_quant)."
+        )
 
 
 def check_latent(h: Tensor, channels: int, what: str) -> None:

@@ -1,4 +1,4 @@
-"""BSQ: binary spherical quantization (Zhao, Xiong, Kraehenbuehl 2024, section 3; method.md section 6).
+"""BSQ: binary spherical quantization (Zhao, Xiong, Kraehenbuehl 2024, section 3; docs/method.md section 6).
 
 A token's L channels are l2-normalised, ``u = z / ||z||``, and quantized to the nearest corner of the
 hypercube on the unit sphere, ``q = sign(u) / sqrt(L)`` (straight-through gradient to u). Indices: the sign
@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -81,7 +82,7 @@ def bsq_entropy_terms(u: Tensor, inv_temperature: float, group_size: int) -> tup
     plus = (codes > 0).float()
     log_q = logp_plus @ plus.T + logp_minus @ (1 - plus).T  # (N, groups, S)
     avg = log_q.exp().mean(0)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if distributed_ready():
         avg = torch.distributed.nn.functional.all_reduce(avg) / dist.get_world_size()
     codebook = -torch.xlogy(avg, avg).sum()
     return per_sample, codebook

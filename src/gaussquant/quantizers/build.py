@@ -1,18 +1,20 @@
-"""Typed configs for every bottleneck and the one builder that picks the class by config type (design.md 1).
+"""Typed configs for every bottleneck and the one builder that picks the class by config type (no string import).
 
 Each config is a dataclass with a class-level ``kind`` name; ``bottleneck_config_from_dict`` /
 ``bottleneck_config_to_dict`` convert to and from plain dicts (YAML presets) with strict key checking, and
 ``build_bottleneck`` constructs the module. Defaults live here and in the constructors they mirror
-(method.md sections 2-4 for Gaussian / GQ, section 6 for the baselines).
+(docs/method.md sections 2-4 for Gaussian / GQ, section 6 for the baselines).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from gaussquant.plain import to_plain
 from gaussquant.quantizers.base import Bottleneck
 
 
@@ -20,13 +22,13 @@ from gaussquant.quantizers.base import Bottleneck
 class GaussianConfig:
     """Gaussian VAE bottleneck (TDC when ``target_bits`` is set, fixed ``kl_weight`` otherwise).
 
-    ``factor``: the TDC multipliers' step f (method.md section 3: 1.01; short CPU runs use a larger one so
+    ``factor``: the TDC multipliers' step f (docs/method.md section 3: 1.01; short CPU runs use a larger one so
     that lambda can move far enough within a few hundred steps).
     """
 
     kind: ClassVar[str] = "gaussian"
     latent_channels: int = 16
-    group_dim: int = 16
+    codebook_dim: int = 16
     target_bits: float | None = 16.0
     kl_weight: float | None = None
     grouping: str = "contiguous"
@@ -36,7 +38,7 @@ class GaussianConfig:
 
 @dataclass
 class GQConfig:
-    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (method.md section 4).
+    """Gaussian Quant: a fixed Gaussian codebook searched with ``rule`` (docs/method.md section 4).
 
     ``codebook_method`` is ``"sobol"`` or ``"normal"`` (the codebook is regenerated from method, size, dim
     and seed) or ``"explicit"``: the codebook was given as a tensor and lives only in the saved weights
@@ -71,7 +73,7 @@ class VQConfig:
     ema_eps: float = 1e-5
     restart_threshold: float = 0.0
     seed: int = 0
-    max_search_memory_bytes: int | None = None
+    max_memory_bytes: int | None = None
 
 
 @dataclass
@@ -108,7 +110,7 @@ class BSQConfig:
 class TokenBridgeConfig:
     kind: ClassVar[str] = "tokenbridge"
     latent_channels: int = 16
-    bits: int = 1
+    codebook_bits: int = 1
     input: str = "mean"
     scale_factor: float = 1.0
     quant_max: float = 5.0
@@ -124,6 +126,25 @@ BOTTLENECK_CONFIGS: dict[str, type] = {
 }
 
 
+# Keys renamed so that one concept has one name; saved configs that still use the old key load with a warning.
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "gaussian": {"group_dim": "codebook_dim"},
+    "vq": {"max_search_memory_bytes": "max_memory_bytes"},
+    "tokenbridge": {"bits": "codebook_bits"},
+}
+
+
+def _rename_old_keys(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Map renamed keys of ``kind`` to their current names (a DeprecationWarning per old key seen)."""
+    out = dict(d)
+    for old, new in RENAMED_KEYS.get(kind, {}).items():
+        if old in out:
+            warnings.warn(f"bottleneck key {old!r} of kind {kind!r} is now called {new!r}; "
+                          f"rename it in the saved config", DeprecationWarning, stacklevel=3)
+            out[new] = out.pop(old)
+    return out
+
+
 def bottleneck_config_from_dict(d: dict[str, Any]) -> BottleneckConfig:
     """``{"kind": "vq", "codebook_size": 1024, ...}`` -> ``VQConfig(...)``; unknown kinds or keys are errors."""
     if not isinstance(d, dict) or "kind" not in d:
@@ -131,6 +152,7 @@ def bottleneck_config_from_dict(d: dict[str, Any]) -> BottleneckConfig:
     kind = d["kind"]
     if kind not in BOTTLENECK_CONFIGS:
         raise ValueError(f"unknown bottleneck kind {kind!r}; valid kinds: {sorted(BOTTLENECK_CONFIGS)}")
+    d = _rename_old_keys(kind, d)
     cls = BOTTLENECK_CONFIGS[kind]
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in d:
@@ -143,11 +165,7 @@ def bottleneck_config_to_dict(cfg: BottleneckConfig) -> dict[str, Any]:
     """The inverse of :func:`bottleneck_config_from_dict`: ``{"kind": ..., **fields}`` (lists, not tuples)."""
     if type(cfg) not in BOTTLENECK_CONFIGS.values():
         raise TypeError(f"not a bottleneck config: {type(cfg).__name__}")
-    out: dict[str, Any] = {"kind": cfg.kind}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
+    return {"kind": cfg.kind, **to_plain(cfg)}
 
 
 EXPLICIT_CODEBOOK = "explicit"

@@ -1,4 +1,4 @@
-"""Fixed Gaussian codebooks of Gaussian Quant, regenerated from a spec (method.md section 4).
+"""Fixed Gaussian codebooks of Gaussian Quant, regenerated from a spec (docs/method.md section 4).
 
 A codebook is K x d, never trained, and fully determined by (method, K, d, seed):
 

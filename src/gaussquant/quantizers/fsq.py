@@ -1,4 +1,4 @@
-"""FSQ: finite scalar quantization (Mentzer et al. 2023, "VQ-VAE Made Simple"; method.md section 6).
+"""FSQ: finite scalar quantization (Mentzer et al. 2023, "VQ-VAE Made Simple"; docs/method.md section 6).
 
 Each of the ``len(levels)`` channels of a group is bounded with a shifted tanh, ``(L-1)/2 * (1+1e-3) *
 tanh(z + atanh(offset / half_l)) - offset`` (offset 0.5 for even L, else 0), rounded with a straight-through
@@ -20,8 +20,8 @@ import math
 
 import torch
 from torch import Tensor
-from vector_quantize_pytorch import FSQ
 
+from gaussquant.optional import import_optional
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -33,6 +33,9 @@ from gaussquant.quantizers.base import (
     indices_layout,
 )
 from gaussquant.quantizers.vq import code_statistics
+
+FSQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
+                      needed_for="the FSQ baseline").FSQ
 
 MAX_FSQ_CODEBOOK = 2**24  # float32 integers are exact up to here; the library's index sum is float32
 
@@ -60,7 +63,7 @@ class FiniteScalarQuantizer(DiscreteBottleneck):
             )
         self.levels = levels
         self.codebook_size, self.num_groups = size, num_groups
-        self.group_dim = len(levels)
+        self.codebook_dim = len(levels)
         self.in_channels = self.latent_channels = num_groups * len(levels)
         # keep_num_codebooks_dim=True: library indices are (B, N, G) for any G
         self.fsq = FSQ(levels=levels, num_codebooks=num_groups, keep_num_codebooks_dim=True)

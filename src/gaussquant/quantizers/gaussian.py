@@ -1,4 +1,4 @@
-"""The training-time Gaussian VAE bottleneck and the Target Divergence Constraint (method.md sections 2-3).
+"""The training-time Gaussian VAE bottleneck and the Target Divergence Constraint (docs/method.md sections 2-3).
 
 :class:`GaussianBottleneck` turns an encoder output with 2C channels (mean, logvar) into a latent for the
 decoder: the reparameterised sample ``mean + std * eps`` in train mode, the mean in eval mode. It reports
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import BottleneckOutput, Bottleneck, check_latent
 from gaussquant.quantizers.grouping import check_grouping
 from gaussquant.quantizers.posterior import DiagonalGaussian
@@ -51,7 +52,7 @@ def kl_stats(kl_bits: Tensor) -> dict[str, Tensor]:
 
 
 class RateController(nn.Module):
-    """TDC multipliers lambda, lambda_max, lambda_min (method.md section 3), all starting at 1.
+    """TDC multipliers lambda, lambda_max, lambda_min (docs/method.md section 3), all starting at 1.
 
     Args:
         target_bits: T, the target KL per group in bits (log2 K for a codebook of size K); > 0.
@@ -94,7 +95,7 @@ class RateController(nn.Module):
         kl = kl_bits.detach().to(self.multiplier.dtype)
         total = torch.stack([kl.sum(), torch.full((), float(kl.numel()), dtype=kl.dtype, device=kl.device)])
         high, low = kl.max(), kl.min()
-        if dist.is_available() and dist.is_initialized():
+        if distributed_ready():
             dist.all_reduce(total, op=dist.ReduceOp.SUM)
             dist.all_reduce(high, op=dist.ReduceOp.MAX)
             dist.all_reduce(low, op=dist.ReduceOp.MIN)
@@ -141,17 +142,17 @@ class GaussianBottleneck(Bottleneck):
 
     Args:
         latent_channels: C, the channels the decoder receives; the encoder must emit 2C (mean, logvar).
-        group_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
+        codebook_dim: d, channels per group (the codebook dimension of the later GQ conversion); divides C.
         target_bits: TDC target T per group in bits (log2 K). Exactly one of target_bits / kl_weight.
         kl_weight: fixed weight of the KL in bits (the "vanilla" ablation, no TDC).
-        grouping: ``contiguous`` or ``strided`` (method.md section 2).
+        grouping: ``contiguous`` or ``strided`` (docs/method.md section 2).
         tolerance_bits, factor, multiplier_clamp: passed to :class:`RateController`.
     """
 
     def __init__(
         self,
         latent_channels: int,
-        group_dim: int,
+        codebook_dim: int,
         *,
         target_bits: float | None = None,
         kl_weight: float | None = None,
@@ -161,7 +162,7 @@ class GaussianBottleneck(Bottleneck):
         multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
     ) -> None:
         super().__init__()
-        self.num_groups = check_grouping(latent_channels, group_dim, grouping)
+        self.num_groups = check_grouping(latent_channels, codebook_dim, grouping)
         if (target_bits is None) == (kl_weight is None):
             raise ValueError(
                 "give exactly one of target_bits (TDC, e.g. log2 of the codebook size) or kl_weight "
@@ -171,7 +172,7 @@ class GaussianBottleneck(Bottleneck):
             raise ValueError(f"kl_weight must be >= 0; got {kl_weight}")
         self.latent_channels = latent_channels
         self.in_channels = 2 * latent_channels
-        self.group_dim = group_dim
+        self.codebook_dim = codebook_dim
         self.grouping = grouping
         self.kl_weight = None if kl_weight is None else float(kl_weight)
         self.rate_controller: RateController | None = None
@@ -181,7 +182,7 @@ class GaussianBottleneck(Bottleneck):
     def extra_repr(self) -> str:
         mode = "tdc" if self.rate_controller is not None else f"vanilla kl_weight={self.kl_weight:g}"
         return (
-            f"latent_channels={self.latent_channels}, group_dim={self.group_dim}, "
+            f"latent_channels={self.latent_channels}, codebook_dim={self.codebook_dim}, "
             f"num_groups={self.num_groups}, grouping={self.grouping}, {mode}"
         )
 
@@ -204,7 +205,7 @@ class GaussianBottleneck(Bottleneck):
         check_latent(h, self.in_channels, type(self).__name__)
         posterior = DiagonalGaussian.from_moments(h)
         z_hat = posterior.sample(generator) if self.training else posterior.mode()
-        kl_bits = posterior.group_kl_bits(self.group_dim, self.grouping)
+        kl_bits = posterior.group_kl_bits(self.codebook_dim, self.grouping)
         stats = kl_stats(kl_bits)
         if self.rate_controller is not None:
             stats.update(self.rate_controller.stats())

@@ -1,4 +1,4 @@
-"""Gaussian Quant: a Gaussian posterior quantized to a fixed random Gaussian codebook (method.md section 4).
+"""Gaussian Quant: a Gaussian posterior quantized to a fixed random Gaussian codebook (docs/method.md section 4).
 
 The encoder emits 2C channels (mean, logvar). Each token's C channels form G = C / d groups (``contiguous``
 or ``strided``); every group's posterior N(mu, diag sigma^2) is mapped to one index of a shared, never
@@ -7,7 +7,7 @@ prior exponent beta, or ``nearest``); the decoder sees the codeword. ``forward``
 ``dequantize(quantize(h))`` in train and eval mode alike: turning a Gaussian VAE into a VQ-VAE is an explicit
 conversion (:meth:`GaussianQuantizer.from_bottleneck`, or ``gaussquant.convert``), never a mode switch.
 
-Options (method.md section 3): ``straight_through`` passes the gradient of z_hat to the reparameterised
+Options (docs/method.md section 3): ``straight_through`` passes the gradient of z_hat to the reparameterised
 sample (train mode) or the mean (eval mode) while the forward value stays the codeword exactly;
 ``target_bits`` adds a TDC rate loss so that a converted model can be fine-tuned.
 
@@ -155,7 +155,7 @@ class GaussianQuantizer(DiscreteBottleneck):
         if not isinstance(bottleneck, GaussianBottleneck):
             raise TypeError(f"from_bottleneck expects a GaussianBottleneck; got {type(bottleneck).__name__}")
         kwargs.setdefault("grouping", bottleneck.grouping)
-        dim = bottleneck.group_dim if codebook_dim is None else codebook_dim
+        dim = bottleneck.codebook_dim if codebook_dim is None else codebook_dim
         quantizer = cls(bottleneck.latent_channels, codebook_size, dim, **kwargs)
         return quantizer.to(bottleneck_device(bottleneck))
 

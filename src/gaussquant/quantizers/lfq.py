@@ -1,4 +1,4 @@
-"""LFQ: lookup-free quantization (Yu et al. 2023, MAGVIT-v2, section 3.1; method.md section 6).
+"""LFQ: lookup-free quantization (Yu et al. 2023, MAGVIT-v2, section 3.1; docs/method.md section 6).
 
 Each channel is quantized to its sign, ``q = +1 if z > 0 else -1``; ``num_groups`` codebooks of
 ``codebook_bits`` channels each give one index per group, K = 2^codebook_bits, bits per token
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from vector_quantize_pytorch import LFQ
 
+from gaussquant.optional import import_optional
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -34,6 +34,9 @@ from gaussquant.quantizers.base import (
     indices_layout,
 )
 from gaussquant.quantizers.vq import code_statistics
+
+LFQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
+                      needed_for="the LFQ baseline").LFQ
 
 MAX_LFQ_BITS = 16  # the entropy term materialises (tokens x 2^bits) probabilities per group
 

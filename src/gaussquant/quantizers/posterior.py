@@ -1,4 +1,4 @@
-"""The diagonal Gaussian posterior q(z|x) = N(mean, diag(std^2)) of method.md section 2.
+"""The diagonal Gaussian posterior q(z|x) = N(mean, diag(std^2)) of docs/method.md section 2.
 
 It lives beside the quantizers (not in models/) because the Gaussian bottlenecks build it and imports go
 models -> quantizers, never back.
@@ -53,13 +53,13 @@ class DiagonalGaussian:
         """KL(q || N(0, I)) per dimension, in bits, same shape as ``mean``."""
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar) / LN2
 
-    def group_kl_bits(self, group_dim: int, grouping: str = "contiguous") -> Tensor:
-        """KL per group of ``group_dim`` channels, in bits: ``(B, H, W, G)`` or ``(B, L, G)`` (token-last).
+    def group_kl_bits(self, codebook_dim: int, grouping: str = "contiguous") -> Tensor:
+        """KL per group of ``codebook_dim`` channels, in bits: ``(B, H, W, G)`` or ``(B, L, G)`` (token-last).
 
-        A group's KL is the sum of its dimensions' KLs (method.md section 2); ``grouping`` is
+        A group's KL is the sum of its dimensions' KLs (docs/method.md section 2); ``grouping`` is
         ``contiguous`` or ``strided`` (see :mod:`gaussquant.quantizers.grouping`).
         """
         per_dim = channels_last(self.kl_bits())
-        if per_dim.shape[-1] % group_dim:
-            raise ValueError(f"group_dim {group_dim} does not divide the {per_dim.shape[-1]} latent channels")
-        return to_groups(per_dim, group_dim, grouping).sum(dim=-1)
+        if per_dim.shape[-1] % codebook_dim:
+            raise ValueError(f"codebook_dim {codebook_dim} does not divide the {per_dim.shape[-1]} latent channels")
+        return to_groups(per_dim, codebook_dim, grouping).sum(dim=-1)

@@ -1,4 +1,4 @@
-"""Rate-matched presets and rate bookkeeping (method.md sections 2 and 6; users.md item 9).
+"""Rate-matched presets and rate bookkeeping (docs/method.md sections 2 and 6): baselines at equal bits per token.
 
 ``rate_matched_configs(bits_per_token)`` gives one config per method at (nearly) the same bits per token:
 
@@ -8,7 +8,7 @@
 | 32   | K=2^16, d=8  (G=2)          | 2 groups of the above        | 4 x 8 bit | 32 channels | b=2         |
 | 64   | K=2^16, d=4  (G=4)          | 4 groups of the above        | 8 x 8 bit | 64 channels | b=4         |
 
-16 bits mirror the reference's settings (method.md section 6); 32 and 64 keep K = 2^16 per group and add
+16 bits mirror the reference's settings (docs/method.md section 6); 32 and 64 keep K = 2^16 per group and add
 groups, as the paper's 0.5 and 1.0 bpp GQ models do. Tiny rates for the CPU benchmark (B < 16, default C = 4):
 one group of K = 2^B (gq, vq), FSQ's recommended levels for 2^B codes (8: [8,6,5], 10: [8,5,5,5],
 12: [7,5,5,5,5], 14: [8,8,8,6,5]), LFQ 2 x B/2 bits, BSQ B channels, TokenBridge b = B / C.
@@ -69,15 +69,15 @@ def rate_matched_configs(bits_per_token: int, latent_channels: int | None = None
     lfq = (LFQConfig(codebook_bits=b // 2, num_groups=2) if b <= MAX_GROUP_BITS
            else LFQConfig(codebook_bits=8, num_groups=b // 8))
     return {
-        "gaussian": GaussianConfig(latent_channels=c, group_dim=d, target_bits=float(group_bits)),
+        "gaussian": GaussianConfig(latent_channels=c, codebook_dim=d, target_bits=float(group_bits)),
         "gq": GQConfig(latent_channels=c, codebook_size=2**group_bits, codebook_dim=d,
                        target_bits=float(group_bits)),
         "vq": VQConfig(latent_channels=c, codebook_size=2**group_bits, codebook_dim=d),
         "fsq": fsq,
         "lfq": lfq,
         "bsq": BSQConfig(latent_channels=b, codebook_bits=group_bits),
-        "tokenbridge": TokenBridgeConfig(latent_channels=c, bits=b // c),
-        "gaussian_tokenbridge": GaussianConfig(latent_channels=c, group_dim=1, target_bits=float(b // c)),
+        "tokenbridge": TokenBridgeConfig(latent_channels=c, codebook_bits=b // c),
+        "gaussian_tokenbridge": GaussianConfig(latent_channels=c, codebook_dim=1, target_bits=float(b // c)),
     }
 
 
@@ -90,7 +90,7 @@ def config_bits_per_token(cfg: Any) -> float:
     if isinstance(cfg, GaussianConfig):
         if cfg.target_bits is None:
             raise ValueError("a fixed-KL-weight Gaussian config has no target rate, hence no bits per token")
-        return cfg.latent_channels // cfg.group_dim * float(cfg.target_bits)
+        return cfg.latent_channels // cfg.codebook_dim * float(cfg.target_bits)
     if isinstance(cfg, (GQConfig, VQConfig)):
         d = cfg.codebook_dim or cfg.latent_channels
         return cfg.latent_channels // d * math.log2(cfg.codebook_size)
@@ -101,7 +101,7 @@ def config_bits_per_token(cfg: Any) -> float:
     if isinstance(cfg, BSQConfig):
         return float(cfg.latent_channels)
     if isinstance(cfg, TokenBridgeConfig):
-        return float(cfg.latent_channels * cfg.bits)
+        return float(cfg.latent_channels * cfg.codebook_bits)
     raise TypeError(f"cannot tell the rate of a {type(cfg).__name__}")
 
 

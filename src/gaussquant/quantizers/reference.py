@@ -1,4 +1,4 @@
-"""The plain, obviously correct codebook search (method.md section 4): an (N, K, d) broadcast.
+"""The plain, obviously correct codebook search (docs/method.md section 4): an (N, K, d) broadcast.
 
 The fast paths of :mod:`gaussquant.quantizers.search` are tested against it and the search benchmark times
 it as the baseline. It needs N x K x d memory: for tests and benchmarks only.

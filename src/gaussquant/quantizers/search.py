@@ -1,4 +1,4 @@
-"""Memory-bounded codebook search for Gaussian Quant (method.md section 4).
+"""Memory-bounded codebook search for Gaussian Quant (docs/method.md section 4).
 
 Rules, for a posterior N(mu, diag sigma^2) of one group and codewords c_k in R^d:
 
@@ -355,7 +355,7 @@ def gq_search(
     beta: float = 1.0,
     max_memory_bytes: int | None = None,
 ) -> Tensor:
-    """Index of the best codeword for each posterior row (method.md section 4).
+    """Index of the best codeword for each posterior row (docs/method.md section 4).
 
     Args:
         mean: (N, d) posterior means of N groups, any float dtype, N >= 0.

@@ -1,4 +1,4 @@
-"""The quantization-error theory of Gaussian Quant, for numerical checks (method.md section 5).
+"""The quantization-error theory of Gaussian Quant, for numerical checks (docs/method.md section 5).
 
 Setting (per dimension, d = 1): posterior N(mu, sigma^2), K i.i.d. N(0, 1) codewords, rule ``nearest``;
 R = KL(N(mu, sigma^2) || N(0, 1)) in nats; a "large error" is |z_hat - mu| >= sigma.

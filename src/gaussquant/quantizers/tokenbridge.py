@@ -1,4 +1,4 @@
-"""TokenBridge: post-training per-channel quantization of a Gaussian VAE latent (method.md section 6).
+"""TokenBridge: post-training per-channel quantization of a Gaussian VAE latent (docs/method.md section 6).
 
 Wang et al. 2025, "Bridging Continuous and Discrete Tokens for Autoregressive Visual Generation", section 3.2.
 Each latent channel of a trained Gaussian VAE is quantized independently to one of 2^b levels (b bits per
@@ -72,7 +72,7 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
 
     Args:
         latent_channels: C; the encoder emits 2C channels (mean, logvar), ``in_channels = 2C``.
-        bits: b bits per channel (1..16); K = 2^b levels.
+        codebook_bits: b bits per channel (1..16); K = 2^b levels.
         input: ``"mean"`` (posterior mean, default) or ``"sample"`` (reparameterised sample).
         scale_factor: TokenBridge's VAE scale factor, applied before the range map (1.0).
         quant_max: the latent range [-quant_max, quant_max] TokenBridge maps onto [-std_range, std_range] (5).
@@ -83,7 +83,7 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
     def __init__(
         self,
         latent_channels: int,
-        bits: int,
+        codebook_bits: int,
         *,
         input: str = "mean",
         scale_factor: float = 1.0,
@@ -94,17 +94,17 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
         super().__init__()
         if latent_channels < 1:
             raise ValueError(f"latent_channels must be >= 1; got {latent_channels}")
-        if not 1 <= bits <= 16:
-            raise ValueError(f"bits per channel must be in [1, 16]; got {bits}")
+        if not 1 <= codebook_bits <= 16:
+            raise ValueError(f"codebook_bits (bits per channel) must be in [1, 16]; got {codebook_bits}")
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}; got {input!r}")
         if scale_factor <= 0 or quant_max <= 0 or std_range <= 0 or (edge_clamp is not None and edge_clamp <= 0):
             raise ValueError("scale_factor, quant_max, std_range and edge_clamp must be positive")
         self.latent_channels, self.in_channels = latent_channels, 2 * latent_channels
-        self.bits, self.input = bits, input
-        self.codebook_size, self.num_groups = 2**bits, latent_channels
+        self.codebook_bits, self.input = codebook_bits, input
+        self.codebook_size, self.num_groups = 2**codebook_bits, latent_channels
         self.scale_factor, self.quant_max, self.std_range, self.edge_clamp = scale_factor, quant_max, std_range, edge_clamp
-        edges = normal_quantile_edges(bits, edge_clamp)
+        edges = normal_quantile_edges(codebook_bits, edge_clamp)
         levels = truncated_normal_means(edges)
         self.register_buffer("edges", edges.float(), persistent=False)
         self.register_buffer("levels", levels.float(), persistent=False)
@@ -172,5 +172,5 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
         return self.channel_scale.clone()
 
     def extra_repr(self) -> str:
-        return (f"latent_channels={self.latent_channels}, bits={self.bits}, input={self.input!r}, "
+        return (f"latent_channels={self.latent_channels}, codebook_bits={self.codebook_bits}, input={self.input!r}, "
                 f"scale_factor={self.scale_factor}, edge_clamp={self.edge_clamp}")

@@ -1,4 +1,4 @@
-"""VQ (VQGAN): a learned codebook, nearest-neighbour assignment, straight-through (method.md section 6).
+"""VQ (VQGAN): a learned codebook, nearest-neighbour assignment, straight-through (docs/method.md section 6).
 
 van den Oord et al. 2017 (VQ-VAE) eq. 3 and Esser et al. 2021 (VQGAN). Per group of ``codebook_dim`` channels
 ``z`` (G = C / d groups per token share one codebook of K vectors)::
@@ -10,7 +10,7 @@ van den Oord et al. 2017 (VQ-VAE) eq. 3 and Esser et al. 2021 (VQGAN). Per group
 
 ``beta`` (0.25) multiplies the commitment term, as the VQ-VAE paper writes it. taming-transformers (and the GQ
 reference's VQ baseline, whose config uses it) applies beta to the *codebook* term instead, a known bug kept
-there for backward compatibility; ``legacy=True`` reproduces it by name (users.md item 7). The returned
+there for backward compatibility; ``legacy=True`` reproduces it by name. The returned
 losses already carry beta (a method-internal coefficient); the objective adds them with weight 1.
 
 Options: ``l2_normalize`` (ViT-VQGAN: search and decode on the unit sphere), ``ema`` codebook updates
@@ -18,7 +18,7 @@ Options: ``l2_normalize`` (ViT-VQGAN: search and decode on the unit sphere), ``e
 dead-code restarts (a code whose running usage falls below ``restart_threshold`` assignments per step is
 replaced by a batch latent that rank 0 draws and broadcasts). Quantization runs in float32 even under bf16
 autocast. Written by hand: vector-quantize-pytorch's VectorQuantize searches with a full N x K distance
-matrix (users.md item 2) and returns its own tuple; the project needs the shared memory-bounded search.
+matrix (gigabytes at K = 2^16) and returns its own tuple; the project needs the shared memory-bounded search.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.quantizers.base import (
     BottleneckOutput,
     DiscreteBottleneck,
@@ -40,13 +41,9 @@ from gaussquant.quantizers.base import (
 )
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def _all_reduce_sum_(t: Tensor) -> Tensor:
     """Sum ``t`` over ranks in place (a no-op without an initialised process group)."""
-    if _distributed():
+    if distributed_ready():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
@@ -74,7 +71,7 @@ class VectorQuantizer(DiscreteBottleneck):
         restart_threshold: restart codes whose running usage (assignments per step, EMA with
             ``ema_decay``) is below this; 0 disables restarts.
         seed: seeds the codebook initialisation and the restart draws (local generators).
-        max_search_memory_bytes: memory bound of the nearest search (None: the search's default).
+        max_memory_bytes: memory bound of the nearest search (None: the search's default).
     """
 
     def __init__(
@@ -91,7 +88,7 @@ class VectorQuantizer(DiscreteBottleneck):
         ema_eps: float = 1e-5,
         restart_threshold: float = 0.0,
         seed: int = 0,
-        max_search_memory_bytes: int | None = None,
+        max_memory_bytes: int | None = None,
     ) -> None:
         super().__init__()
         d = latent_channels if codebook_dim is None else codebook_dim
@@ -108,7 +105,7 @@ class VectorQuantizer(DiscreteBottleneck):
         self.num_groups = latent_channels // d
         self.beta, self.legacy, self.l2_normalize = beta, legacy, l2_normalize
         self.ema, self.ema_decay, self.ema_eps = ema, ema_decay, ema_eps
-        self.restart_threshold, self.max_search_memory_bytes = restart_threshold, max_search_memory_bytes
+        self.restart_threshold, self.max_memory_bytes = restart_threshold, max_memory_bytes
         self._restart_generator = torch.Generator().manual_seed(seed + 1)
         # taming's initialisation: uniform in [-1/K, 1/K]
         init = (torch.rand(codebook_size, d, generator=torch.Generator().manual_seed(seed)) * 2 - 1) / codebook_size
@@ -134,10 +131,10 @@ class VectorQuantizer(DiscreteBottleneck):
         return F.normalize(cb, dim=-1) if self.l2_normalize else cb
 
     def _search(self, z: Tensor, codebook: Tensor) -> Tensor:
-        from gaussquant.quantizers.search import nearest_search  # written in a sibling room
+        from gaussquant.quantizers.search import nearest_search
 
         idx = nearest_search(z.detach().reshape(-1, self.codebook_dim), codebook.detach(),
-                             max_memory_bytes=self.max_search_memory_bytes)
+                             max_memory_bytes=self.max_memory_bytes)
         return idx.reshape(z.shape[:-1])
 
     def _to_layout(self, flat: Tensor, h: Tensor) -> Tensor:
@@ -217,7 +214,7 @@ class VectorQuantizer(DiscreteBottleneck):
             return
         pick = torch.randint(flat_z.shape[0], (num_dead,), generator=self._restart_generator)
         new = flat_z[pick.to(flat_z.device)].to(self.codebook.dtype)
-        if _distributed():
+        if distributed_ready():
             dist.broadcast(new, src=0)
         self.codebook.data[dead] = new
         self.usage_ema[dead] = 1.0

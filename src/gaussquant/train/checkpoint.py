@@ -1,4 +1,4 @@
-"""Training checkpoints that survive crashes (design.md convention 3).
+"""Training checkpoints that survive crashes: every state that matters is saved, and loading is strict.
 
 ``OUT/checkpoints/step_XXXXXXXX/`` holds:
 

@@ -1,6 +1,6 @@
 """Typed training configuration, YAML presets and ``--set key=value`` overrides.
 
-The recipe's defaults follow method.md section 7 (Adam, L1 + LPIPS over a learned log-variance, rate weight
+The recipe's defaults follow docs/method.md section 7 (Adam, L1 + LPIPS over a learned log-variance, rate weight
 0.1, hinge PatchGAN with the VQGAN adaptive weight x 0.75 from a start step). Every YAML preset maps 1:1 onto
 these dataclasses: an unknown key is an error that names the key and its section.
 
@@ -22,6 +22,7 @@ import yaml
 
 from gaussquant.data.config import DataConfig
 from gaussquant.models.presets import ModelConfig
+from gaussquant.plain import to_plain
 from gaussquant.quantizers.build import (
     GaussianConfig,
     bottleneck_config_from_dict,
@@ -252,18 +253,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """Plain nested dict (YAML/JSON-safe: tuples become lists) of a :class:`TrainConfig`."""
-
-    def plain(obj: Any) -> Any:
-        if dataclasses.is_dataclass(obj):
-            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-        if isinstance(obj, (list, tuple)):
-            return [plain(v) for v in obj]
-        if isinstance(obj, dict):
-            return {k: plain(v) for k, v in obj.items()}
-        return obj
-
-    out = plain(cfg)
-    out["bottleneck"] = plain(bottleneck_config_to_dict(cfg.bottleneck))
+    out = to_plain(cfg)
+    out["bottleneck"] = to_plain(bottleneck_config_to_dict(cfg.bottleneck))
     return out
 
 

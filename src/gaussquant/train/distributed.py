@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from gaussquant.distributed import distributed_ready
+
 
 @dataclass
 class DistInfo:
@@ -48,27 +50,27 @@ def setup(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not distributed_ready():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if dist.is_initialized():
+    if distributed_ready():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 
 def cleanup() -> None:
     """Destroy the process group if one exists."""
-    if dist.is_initialized():
+    if distributed_ready():
         dist.destroy_process_group()
 
 
 def barrier() -> None:
-    if dist.is_initialized():
+    if distributed_ready():
         dist.barrier()
 
 
 def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
     """In-place mean over ranks (no-op without a process group)."""
-    if not dist.is_initialized() or not tensors:
+    if not distributed_ready() or not tensors:
         return
     world = dist.get_world_size()
     for t in tensors:

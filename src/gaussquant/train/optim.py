@@ -1,4 +1,4 @@
-"""Optimisers and learning-rate schedules (method.md section 7: Adam, lr 1e-4 for GQ).
+"""Optimisers and learning-rate schedules (docs/method.md section 7: Adam, lr 1e-4 for GQ).
 
 A schedule is a pure function of the step, so resuming needs only the step (the scheduler state is saved
 anyway, for completeness).

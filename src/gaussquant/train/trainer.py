@@ -1,4 +1,4 @@
-"""The training loop (method.md sections 3 and 7): data -> autoencoder -> objective -> step, with TDC.
+"""The training loop (docs/method.md sections 3 and 7): data -> autoencoder -> objective -> step, with TDC.
 
 One optimiser step ("step") = ``optim.grad_accum`` micro-batches of ``batch_size`` per process. Before
 ``loss.gan.disc_start`` every batch trains the generator only (no discriminator forward at all). From then
@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gaussquant.distributed import distributed_ready
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -156,7 +157,7 @@ class Trainer:
         c = self.c
         with torch.no_grad():
             c.disc_module(x)
-        if dist.is_initialized():
+        if distributed_ready():
             for t in list(c.disc_module.parameters()) + list(c.disc_module.buffers()):
                 dist.broadcast(t.data, src=0)
         self.c.disc_ready = True
@@ -213,7 +214,7 @@ class Trainer:
         if self.info.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.info.device)
         rngs = [rng]
-        if dist.is_initialized():
+        if distributed_ready():
             rngs = [None] * self.info.world_size
             dist.all_gather_object(rngs, rng)
             rngs = [{k: v.cpu() for k, v in r.items()} for r in rngs]
