@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("tokenize a folder of images into a tokens .npz", "gaussquant.encode"),
     "demo": ("the main job: train a tiny TDC Gaussian VAE, convert to GQ, tokenize, report", "gaussquant.demo"),
     "decode": ("decode a tokens .npz into PNG images", "gaussquant.decode"),
+    "import-reference": ("import a GQ reference .ckpt as a GQ VQ-VAE, running no code", "gaussquant.import_reference"),
     "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report", "gaussquant.eval.command"),
     "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)", "gaussquant.train.command"),
 }

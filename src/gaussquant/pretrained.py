@@ -215,11 +215,13 @@ def from_pretrained(
     Returns:
         ``(model in eval mode, config dict as in config.json)``.
     """
+    from gaussquant.import_reference import check_reference_source
     from gaussquant.models.presets import build_autoencoder
     from gaussquant.quantizers.build import bottleneck_config_from_dict, build_bottleneck
 
     directory = resolve_model_dir(path)
     meta = read_model_config(directory)
+    check_reference_source(meta)  # an imported reference model must keep its source's channel groups
     model_cfg = _model_config(meta["model"])
     bottleneck = build_bottleneck(bottleneck_config_from_dict(dict(meta["bottleneck"])))
     model = build_autoencoder(model_cfg, bottleneck)
