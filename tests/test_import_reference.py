@@ -87,7 +87,7 @@ def test_loaded_model_whose_grouping_disagrees_with_its_source_is_an_error(tmp_p
     meta = json.loads((out / "config.json").read_text())
     meta["bottleneck"]["grouping"] = "contiguous"
     (out / "config.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="imported from the reference's sd3unet_gq_0.50, which groups channels strided"):
+    with pytest.raises(ValueError, match="from the reference's sd3unet_gq_0.50, which groups channels strided"):
         from_pretrained(out)
 
 
