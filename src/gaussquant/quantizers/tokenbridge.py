@@ -12,8 +12,9 @@ channel, one index per channel: G = C groups of size 1, K = 2^b, bits per token 
 
 Input (``input``): ``"sample"`` by default, as TokenBridge quantizes ``posterior.sample()`` (its
 reconstruction and generation code); ``"mean"`` (the posterior mean) is one option away. The sample's noise
-comes from a local generator: the caller's, or else one seeded with ``noise_seed`` at every call, so the same
-input batch always gives the same tokens (``quantize`` and ``forward`` agree) and no global RNG state is touched.
+comes from a local generator: the caller's, or else one seeded with ``noise_seed`` at every call, so the
+same input batch always gives the same tokens (``quantize`` and ``forward`` agree) and no global RNG state is
+touched.
 
 Range mapping (the exact map implemented). The latent ``z`` (a posterior sample by default, or the mean) is
 mapped per channel to ``u = clamp(z * channel_scale, -edge_clamp, edge_clamp)``, quantized, and decoded as

@@ -237,7 +237,8 @@ class VectorQuantizer(DiscreteBottleneck):
 
     def extra_repr(self) -> str:
         return (f"latent_channels={self.latent_channels}, codebook_size={self.codebook_size}, "
-                f"codebook_dim={self.codebook_dim}, grouping={self.grouping!r}, beta={self.beta}, legacy={self.legacy}, "
+                f"codebook_dim={self.codebook_dim}, grouping={self.grouping!r}, beta={self.beta}, "
+                f"legacy={self.legacy}, "
                 f"l2_normalize={self.l2_normalize}, ema={self.ema}, bits_per_token={self.bits_per_token:.4g}")
 
 
