@@ -50,3 +50,12 @@ def test_baseline_presets_use_the_reference_settings():
         lfq = load_config(f"{arch}-paper-lfq-0.25bpp").bottleneck
         assert lfq.codebook_entropy == "pooled" and lfq.inv_temperature == 100.0
         assert (lfq.entropy_weight, lfq.commitment_weight) == (0.1, 0.025)
+
+
+@pytest.mark.parametrize("arch", ["unet", "vit"])
+def test_tiny_baseline_presets_are_the_rate_matched_configs(arch):
+    from gaussquant.quantizers.rates import rate_matched_configs
+
+    configs = rate_matched_configs(8, latent_channels=4)
+    for method in ("vq", "fsq", "lfq", "bsq"):
+        assert load_config(f"{arch}-tiny-{method}").bottleneck == configs[method], method
