@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "format_rate_table": "gaussquant.quantizers.rates",
     "to_gaussian_quant": "gaussquant.convert",
     "convertibility_report": "gaussquant.convert",
+    "import_reference": "gaussquant.import_reference",
+    "REFERENCE_CONFIGS": "gaussquant.import_reference",
     "evaluate": "gaussquant.eval.evaluate",
     "encode_folder": "gaussquant.encode",
     "decode_tokens": "gaussquant.decode",

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
               "gaussquant.train.command"),
     "convert": ("convert a Gaussian VAE to a GQ VQ-VAE (prints the convertibility report)",
                 "gaussquant.commands.convert"),
+    "import-reference": ("import a GQ reference .ckpt as a GQ VQ-VAE, running no code",
+                         "gaussquant.commands.import_reference"),
     "encode": ("tokenize a folder of images into a tokens .npz", "gaussquant.commands.encode"),
     "decode": ("decode a tokens .npz into PNG images", "gaussquant.commands.decode"),
     "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report",

@@ -39,3 +39,22 @@ def test_bad_grid_is_an_error():
         QualityConfig(methods=("gq", "nope"))
     with pytest.raises(ValueError, match="divisible"):
         QualityConfig(rates=(10,))
+
+
+def test_baselines_run_at_the_reference_settings_and_rows_name_them():
+    from gaussquant.bench.quality import TOKENBRIDGE_INPUT, method_settings
+
+    cfg = QualityConfig(archs=("unet",), rates=(8,), seeds=(0,), methods=METHODS)
+    units = {method: u for u in plan(cfg) for method, _ in u.uses}
+    vq, bsq, lfq = units["vq"].bottleneck, units["bsq"].bottleneck, units["lfq"].bottleneck
+    assert vq.legacy is True and vq.grouping == "strided"
+    assert bsq.inv_temperature == 100.0
+    assert lfq.codebook_entropy == "pooled"
+    assert TOKENBRIDGE_INPUT == "sample"
+    # the settings are in the run directory name (a run trained otherwise is never reused) and in each row
+    assert units["vq"].name == "vq-legacy-strided-8"
+    assert units["bsq"].name == "bsq-t0.01-8" and units["lfq"].name == "lfq-pooled-8"
+    assert method_settings("vq", vq) == "beta 0.25 on the codebook term, strided groups"
+    assert method_settings("bsq", bsq) == "temperature 0.01"
+    assert method_settings("lfq", lfq) == "pooled codebook entropy, temperature 0.01"
+    assert method_settings("tokenbridge", units["tokenbridge"].bottleneck) == "posterior sample, fitted range"

@@ -1,4 +1,4 @@
-"""UNet / ViT: the paper preset equals the reference's state dict one for one; paper parameter counts.
+"""UNet / ViT: the paper presets equal the reference's state dicts one for one; paper parameter counts.
 
 The paper presets are built on the meta device only (shapes, no memory). The fixture is the GQ reference's
 encoder / decoder state dict shapes; inside an Autoencoder the same keys carry the prefixes ``encoder.``
@@ -16,6 +16,7 @@ from gaussquant.models.unet import UNetDecoder, UNetEncoder
 from gaussquant.models.vit import ViTDecoder, ViTEncoder, clamp_straight_through
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "reference_unet_paper_state_dict_shapes.json"
+VIT_FIXTURE = FIXTURE.with_name("reference_vit_paper_state_dict_shapes.json")
 
 
 def _shapes(module: torch.nn.Module) -> dict[str, list[int]]:
@@ -42,6 +43,16 @@ def test_unet_paper_keys_and_shapes_equal_reference_fixture():
     assert list(_shapes(decoder)) == list(reference["decoder"])
 
 
+def test_vit_paper_keys_and_shapes_equal_reference_fixture():
+    reference = json.loads(VIT_FIXTURE.read_text())
+    encoder, decoder = _paper("vit-paper")
+    assert _shapes(encoder) == reference["encoder"]
+    assert _shapes(decoder) == reference["decoder"]
+    assert list(_shapes(encoder)) == list(reference["encoder"])
+    assert list(_shapes(decoder)) == list(reference["decoder"])
+    assert "conv1.bias" not in reference["encoder"] and "ln_pre.weight" in reference["decoder"]
+
+
 def test_unet_paper_direct_constructor_matches_preset():
     kw = dict(base_channels=128, channel_mults=[1, 2, 4, 4], num_res_blocks=2, attn_resolutions=[32], resolution=256)
     with torch.device("meta"):
@@ -55,7 +66,8 @@ def test_paper_parameter_counts():
     assert _count(enc) == 35_325_856  # 35.3M
     assert _count(dec) == 51_648_771  # 51.6M
     enc, dec = _paper("vit-paper")
-    assert 170e6 < _count(enc) + _count(dec) < 180e6  # ~175M
+    assert _count(enc) == 86_016_032  # 86.0M, the reference's (fixture)
+    assert _count(dec) == 88_809_408  # 88.8M
 
 
 @pytest.mark.parametrize("arch", ["unet-paper", "vit-paper"])
@@ -101,18 +113,74 @@ def test_vit_decoder_output_clamped_with_straight_through_gradient():
 
 
 def test_vit_unpatchify_inverts_patch_order():
-    # a decoder whose head writes token t's index into all of its patch pixels: raster order check
+    # a decoder whose head writes token t's value into all of its patch pixels: raster order check
     dec = ViTDecoder(image_size=8, patch_size=4, width=16, depth=0, heads=2, in_channels=1)
     tokens = torch.arange(4.0).view(1, 4, 1) / 10
     with torch.no_grad():
-        dec.proj_in.weight.fill_(1.0), dec.proj_in.bias.zero_(), dec.pos_embed.zero_()
-    dec.ln_post, dec.head = torch.nn.Identity(), torch.nn.Identity()
+        dec.post_quant_embed.weight.fill_(1.0), dec.post_quant_embed.bias.zero_(), dec.positional_embedding.zero_()
+    dec.ln_pre, dec.ln_post, dec.ffn = torch.nn.Identity(), torch.nn.Identity(), torch.nn.Identity()
     dec.conv_out = torch.nn.Linear(16, 48)
     with torch.no_grad():
         dec.conv_out.weight.fill_(1.0 / 16), dec.conv_out.bias.zero_()
     img = dec(tokens)[0, 0]
     expected = torch.tensor([[0.0, 0.1], [0.2, 0.3]]).repeat_interleave(4, 0).repeat_interleave(4, 1)
     torch.testing.assert_close(img, expected)
+
+
+def test_vit_patch_embedding_is_the_references_channel_major_linear():
+    # the reference flattens each patch as (c, sh, sw) and applies a bias-free linear map: a conv with the
+    # same weights reshaped to (W, C, p, p) must give the same tokens
+    g = torch.Generator().manual_seed(0)
+    enc = ViTEncoder(image_size=8, patch_size=4, width=16, depth=0, heads=2, out_channels=4)
+    assert enc.conv1.bias is None
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    conv = torch.nn.functional.conv2d(x, enc.conv1.weight.reshape(16, 3, 4, 4), stride=4)
+    expected = conv.flatten(2).transpose(1, 2) + enc.positional_embedding
+    b, c, gg, p = 2, 3, 2, 4
+    tokens = x.reshape(b, c, gg, p, gg, p).permute(0, 2, 4, 1, 3, 5).reshape(b, gg * gg, c * p * p)
+    torch.testing.assert_close(enc.conv1(tokens) + enc.positional_embedding, expected)
+
+
+def test_vit_attention_equals_torch_multihead_attention_with_the_same_state_dict():
+    from gaussquant.models.vit import PackedSelfAttention
+
+    torch.manual_seed(0)
+    mha = torch.nn.MultiheadAttention(24, 3).eval()  # the reference's module (token-first)
+    ours = PackedSelfAttention(24, 3)
+    ours.load_state_dict({k: v for k, v in mha.state_dict().items()}, strict=True)
+    x = torch.randn(2, 5, 24, generator=torch.Generator().manual_seed(1))
+    expected = mha(x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), need_weights=False)[0].transpose(0, 1)
+    torch.testing.assert_close(ours(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_vit_initialisation_is_the_references():
+    torch.manual_seed(0)
+    enc = ViTEncoder(image_size=64, patch_size=4, width=64, depth=2, heads=4, out_channels=8)
+    dec = ViTDecoder(image_size=64, patch_size=4, width=64, depth=2, heads=4, in_channels=4)
+    for m in (enc, dec):
+        pos = m.positional_embedding
+        assert abs(pos.std().item() - 0.02) < 0.002 and abs(pos.mean().item()) < 0.002  # N(0, 0.02), 16k values
+        for name, p in m.transformer.named_parameters():
+            if name.endswith("bias"):
+                assert torch.count_nonzero(p) == 0, name
+            elif ".ln_" in name:
+                assert torch.all(p == 1), name
+            else:  # truncated normal 0.02, cut at +-2 (never reached at this std)
+                assert abs(p.std().item() - 0.02) < 0.003 and p.abs().max() < 0.2, name
+    for w in (enc.conv1.weight, dec.ffn[0].weight, dec.conv_out.weight):
+        assert abs(w.std().item() - 0.02) < 0.003
+    # quant_embed / post_quant_embed keep PyTorch's default Linear init, as in the reference
+    bound = 64 ** -0.5
+    assert enc.quant_embed.weight.abs().max() <= bound and enc.quant_embed.weight.std() > 0.1 * bound
+
+
+def test_tiny_and_small_vit_presets_run_with_the_same_code():
+    for arch, size in (("vit-tiny", 32), ("vit-small", 64)):
+        enc, dec = build_encoder_decoder(ModelConfig(arch=arch, image_size=size), 8, 4)
+        x = torch.zeros(1, 3, size, size)
+        h = enc(x)
+        assert h.shape[-1] == 8 and dec(h[..., :4]).shape == (1, 3, size, size)
+        assert "ln_pre.weight" in enc.state_dict() and "transformer.resblocks.0.attn.in_proj_weight" in dec.state_dict()
 
 
 def test_vit_errors():

@@ -43,7 +43,8 @@ def test_entropy_collapsed_codes():
 def test_wrapper_matches_library_losses_and_codes():
     g = torch.Generator().manual_seed(0)
     h = torch.randn(2, 8, 3, 3, generator=g)
-    ours = LookupFreeQuantizer(codebook_bits=4, num_groups=2, inv_temperature=10.0).train()
+    ours = LookupFreeQuantizer(codebook_bits=4, num_groups=2, inv_temperature=10.0,
+                               codebook_entropy="per_codebook").train()
     lib = LFQ(dim=8, codebook_size=16, num_codebooks=2, entropy_loss_weight=0.1, commitment_loss_weight=0.025,
               has_projections=False).train()
     out = ours(h)

@@ -31,7 +31,7 @@ def test_one_bit_levels_are_half_normal_means():
 
 def test_nearest_level_and_default_range_map():
     g = torch.Generator().manual_seed(0)
-    q = TokenBridgeQuantizer(3, 4).eval()
+    q = TokenBridgeQuantizer(3, 4, input="mean").eval()  # the range map, on the mean
     mean = torch.randn(2, 3, 5, 5, generator=g) * 3
     h = torch.cat([mean, torch.zeros_like(mean)], dim=1)  # (mean, logvar)
     out = q(h)

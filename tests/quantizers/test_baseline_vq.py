@@ -17,7 +17,7 @@ def _set_codebook(q: VectorQuantizer, cb: torch.Tensor) -> None:
 
 def test_indices_match_brute_force_argmin():
     g = torch.Generator().manual_seed(0)
-    q = VectorQuantizer(6, 50, 3)
+    q = VectorQuantizer(6, 50, 3, grouping="contiguous")  # strided: test_reference_settings
     _set_codebook(q, torch.randn(50, 3, generator=g))
     h = torch.randn(4, 7, 6, generator=g)
     idx = q.quantize(h)  # (B, L, G)
@@ -50,7 +50,7 @@ def test_codebook_gets_gradient_only_from_codebook_term():
 def test_l2_normalize_gives_unit_codes():
     q = VectorQuantizer(8, 16, 4, l2_normalize=True).eval()
     z_hat = q(torch.randn(2, 8, 3, 3)).z_hat
-    norms = z_hat.permute(0, 2, 3, 1).reshape(-1, 2, 4).norm(dim=-1)
+    norms = z_hat.permute(0, 2, 3, 1).reshape(-1, 4, 2).norm(dim=-2)  # strided groups: channel = j * G + g
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-6)
 
 

@@ -6,11 +6,15 @@ optimizer, learning rate and seed:
 
 - ``gq``: a Gaussian VAE with TDC at B bits per group (one group per token, d = C), converted to GQ with
   K = 2^B and no training (Sobol codebook, seed 42, log-ratio search);
-- ``vq``, ``fsq``, ``lfq``, ``bsq``: trained end to end with their quantizer (``rate_matched_configs(B)``);
+- ``vq``, ``fsq``, ``lfq``, ``bsq``: trained end to end with their quantizer (``rate_matched_configs(B)``), at
+  the GQ reference's baseline settings: VQ with beta on the codebook term (``legacy=True``) and strided groups,
+  BSQ at temperature 0.01, LFQ with the pooled codebook entropy (docs/method.md, "Deliberate differences");
+  each row's ``settings`` names them, and so does its run directory;
 - ``tokenbridge``: TokenBridge at B / C bits per channel on a vanilla Gaussian VAE (fixed KL weight);
 - ``tokenbridge_tdc``: TokenBridge on a Gaussian VAE trained with TDC at d = 1, B / C bits per dimension.
-  Both TokenBridge variants use a range fitted to the training latents (``fit_range``): the fair, tuned
-  variant; TokenBridge's own default mapping is the documented mismatch (docs/method.md section 6).
+  Both TokenBridge variants quantize a posterior sample (TokenBridge's input; noise seed 0) with a range
+  fitted to samples of the training latents (``fit_range``): the fair, tuned variant; TokenBridge's own
+  default mapping is the documented mismatch (docs/method.md section 6).
 
 Everything is evaluated on the held-out photos (``evaluate``: PSNR on uint8, SSIM, fd_effnet_lite0,
 codebook usage and index entropy over the whole set). One training serves every method that shares it (the
@@ -38,6 +42,36 @@ log = logging.getLogger(__name__)
 
 METHODS = ("gq", "vq", "fsq", "lfq", "bsq", "tokenbridge", "tokenbridge_tdc")
 ARCHS = {"unet": "unet-tiny", "vit": "vit-tiny"}
+TOKENBRIDGE_INPUT = "sample"  # TokenBridge quantizes a posterior sample; "mean" is the option
+
+
+def method_settings(method: str, bottleneck: Any) -> str:
+    """The settings a row's method used, in words (its ``settings`` column). ``bottleneck``: the unit's config."""
+    if method == "vq":
+        term = "codebook" if bottleneck.legacy else "commitment"
+        return f"beta {bottleneck.beta:g} on the {term} term, {bottleneck.grouping} groups"
+    if method == "bsq":
+        return f"temperature {1 / bottleneck.inv_temperature:g}"
+    if method == "lfq":
+        entropy = bottleneck.codebook_entropy.replace("_", "-")
+        return f"{entropy} codebook entropy, temperature {1 / bottleneck.inv_temperature:g}"
+    if method == "fsq":
+        return f"levels {list(bottleneck.levels)}"
+    if method in ("tokenbridge", "tokenbridge_tdc"):
+        return f"posterior {TOKENBRIDGE_INPUT}, fitted range"
+    return f"TDC factor {bottleneck.factor:g}, Sobol codebook seed 42"
+
+
+def _unit_tag(method: str, bottleneck: Any) -> str:
+    """Settings in a baseline's run directory name, so that a run trained with other settings is never reused."""
+    if method == "vq":
+        placement = "legacy" if bottleneck.legacy else "corrected"
+        return placement + ("-strided" if bottleneck.grouping == "strided" else "")
+    if method == "bsq":
+        return f"t{1 / bottleneck.inv_temperature:g}"
+    if method == "lfq":
+        return bottleneck.codebook_entropy.replace("_", "-")
+    return ""
 
 
 @dataclass
@@ -112,7 +146,8 @@ def plan(cfg: QualityConfig) -> list[Unit]:
                                            factor=cfg.tdc_factor)
                         add(arch, seed, f"tdc-d1-{bits}", g, method, bits)
                     else:
-                        add(arch, seed, f"{method}-{bits}", configs[method], method, bits)
+                        tag = _unit_tag(method, configs[method])
+                        add(arch, seed, f"{method}-{tag + '-' if tag else ''}{bits}", configs[method], method, bits)
     return list(units.values())
 
 
@@ -142,10 +177,12 @@ def _discrete_model(model: Any, method: str, bits: int, cfg: QualityConfig, trai
     if method == "gq":
         return to_gaussian_quant(model, 2**bits)
     if method in ("tokenbridge", "tokenbridge_tdc"):
-        tb = TokenBridgeQuantizer(cfg.latent_channels, bits // cfg.latent_channels)
+        tb = TokenBridgeQuantizer(cfg.latent_channels, bits // cfg.latent_channels, input=TOKENBRIDGE_INPUT)
         x = torch.stack([train_data[i] for i in range(min(512, len(train_data)))])
         with torch.no_grad():
-            tb.fit_range(model.encode(x).posterior.mean)
+            posterior = model.encode(x).posterior
+            noise = torch.Generator().manual_seed(0)
+            tb.fit_range(posterior.mean if TOKENBRIDGE_INPUT == "mean" else posterior.sample(noise))  # what it sees
         return Autoencoder(model.encoder, tb, model.decoder).eval()
     return model.eval()
 
@@ -192,6 +229,7 @@ def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list
         kl = r.get("kl_bits") or {}
         rows.append({
             "arch": unit.arch, "method": method, "rate": bits, "seed": unit.seed, "unit": unit.name,
+            "settings": method_settings(method, unit.bottleneck),
             "bits_per_token": r["bits_per_token"], "bpp": r["bpp"], "codebook_size": r["codebook_size"],
             "num_groups": r["num_groups"], "psnr": r["psnr"], "ssim": r["ssim"], "fd": r["fd_effnet_lite0"],
             "usage": r["codebook_usage"], "entropy_bits": r["index_entropy_bits"],
@@ -214,6 +252,7 @@ def _rows_key(cfg: QualityConfig, unit: Unit) -> dict[str, Any]:
     bottleneck = asdict(unit.bottleneck) if hasattr(unit.bottleneck, "__dataclass_fields__") else repr(unit.bottleneck)
     return json.loads(json.dumps({
         "uses": unit.uses, "bottleneck": bottleneck, "steps": cfg.steps, "batch_size": cfg.batch_size,
+        "settings": [method_settings(m, unit.bottleneck) for m, _ in unit.uses],
         "lr": cfg.lr, "image_size": cfg.image_size, "latent_channels": cfg.latent_channels,
         "eval_crops": cfg.eval_crops, "data": cfg.data,
     }, default=str))

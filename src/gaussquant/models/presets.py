@@ -4,7 +4,9 @@ A preset is a small frozen dataclass (:class:`UNetArch` or :class:`ViTArch`); ``
 them. :class:`ModelConfig` picks one by name and adds the run-specific sizes (image size, dropout). The
 builders size the encoder output to ``bottleneck.in_channels`` (2 x z_channels for Gaussian bottlenecks)
 and the decoder input to ``bottleneck.latent_channels``; ``z_channels`` of a preset is the default latent
-width a bottleneck should be built with.
+width a bottleneck should be built with. ``unet-paper`` and ``vit-paper`` have the GQ reference's parameter
+names and shapes one for one (its ``sd3unet_*`` and ``bsqvit_*`` configs); the smaller presets use the same
+code at smaller sizes.
 
 | name       | kind | f | z  | notes                                                   |
 | ---------- | ---- | - | -- | ------------------------------------------------------- |
@@ -13,7 +15,7 @@ width a bottleneck should be built with.
 | unet-paper | unet | 8 | 16 | base 128, mults 1,2,4,4, 2 res blocks, attn 32 @ 256px  |
 | vit-tiny   | vit  | 4 | 8  | patch 4, width 128, depth 2, heads 4; CPU               |
 | vit-small  | vit  | 8 | 16 | patch 8, width 384, depth 6, heads 6                    |
-| vit-paper  | vit  | 8 | 16 | patch 8, width 768, depth 12, heads 12 (~175M)          |
+| vit-paper  | vit  | 8 | 16 | patch 8, width 768, depth 12, heads 12 (86.0M + 88.8M)  |
 
 Any other UNet (e.g. one read from a diffusers ``AutoencoderKL`` config by
 :func:`gaussquant.interop.diffusers.model_config_from_diffusers`) is ``ModelConfig(arch="unet-custom",

@@ -61,7 +61,7 @@ def describe_model(model: "Autoencoder", *, digest: bool = True) -> dict[str, An
 
 
 def _codebook_section(quantizer: Any) -> dict[str, Any]:
-    """method.md section 4: the codebook spec plus the SHA-256 of the codebook the model actually holds."""
+    """docs/method.md section 4: the codebook spec plus the SHA-256 of the codebook the model actually holds."""
     spec = quantizer.spec.to_dict() if quantizer.spec is not None else {
         "method": "explicit", "codebook_size": quantizer.codebook_size, "codebook_dim": quantizer.codebook_dim}
     from gaussquant.quantizers.codebooks import codebook_fingerprint

@@ -1,6 +1,6 @@
 """Weight files: atomic safetensors writes, strict loads, and the SHA-256 digest of a state dict.
 
-Loading is strict (design.md convention 3): missing or unexpected tensors, a shape mismatch or a dtype
+Loading is strict (never ``strict=False``): missing or unexpected tensors, a shape mismatch or a dtype
 mismatch is an error that names a few of them; a truncated file is an error that says "truncated or corrupt".
 """
 

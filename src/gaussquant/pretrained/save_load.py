@@ -83,6 +83,7 @@ def load_model(path_or_repo_id: str | os.PathLike, *, map_location: str | torch.
     Returns the model in eval mode on ``map_location``; ``model.metadata`` holds the config.json keys
     other than format, version, model and bottleneck (``step``, ``conversion``, ``metrics``, ...).
     """
+    from gaussquant.import_reference import check_reference_source
     from gaussquant.models.presets import build_autoencoder
     from gaussquant.pretrained.hub import locate
     from gaussquant.quantizers.build import EXPLICIT_CODEBOOK, build_bottleneck
@@ -91,6 +92,7 @@ def load_model(path_or_repo_id: str | os.PathLike, *, map_location: str | torch.
                     local_files_only=local_files_only)
     directory = resolve_model_dir(folder)
     meta = read_model_config(directory)
+    check_reference_source(meta)  # an imported reference model must keep its source's channel groups
     config = config_from_meta(meta, directory / "config.json")
     stem = "ema" if use_ema else "model"
     weights = directory / f"{stem}.safetensors"

@@ -17,7 +17,7 @@ shape ``(B, G, H, W)`` for channel-first latents and ``(B, L, G)`` for token-las
 
 Train/eval mode changes noise and EMA updates only, never what a bottleneck is.
 
-Every bottleneck keeps the configuration it was built from (design.md, "A model knows what it is"): the
+Every bottleneck keeps the configuration it was built from: the
 arguments of the most derived ``__init__`` are recorded when the module is constructed (the way diffusers'
 ``register_to_config`` does), and :attr:`Bottleneck.config` turns them into the typed config dataclass of
 ``quantizers/build.py`` (``GQConfig``, ``VQConfig``, ...), so that ``build_bottleneck(b.config)`` rebuilds

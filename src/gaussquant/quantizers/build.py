@@ -61,12 +61,16 @@ class GQConfig:
 
 @dataclass
 class VQConfig:
+    """VQGAN. Defaults are the GQ reference's baseline: ``legacy=True`` (beta on the codebook term, taming's
+    placement; False = the VQ-VAE paper's, on the commitment term) and ``grouping="strided"`` channel groups."""
+
     kind: ClassVar[str] = "vq"
     latent_channels: int = 16
     codebook_size: int = 2**16
     codebook_dim: int | None = None
     beta: float = 0.25
-    legacy: bool = False
+    legacy: bool = True
+    grouping: str = "strided"
     l2_normalize: bool = False
     ema: bool = False
     ema_decay: float = 0.99
@@ -85,6 +89,8 @@ class FSQConfig:
 
 @dataclass
 class LFQConfig:
+    """LFQ. ``codebook_entropy="pooled"`` (the reference's) or ``"per_codebook"`` (MAGVIT-v2 / the library)."""
+
     kind: ClassVar[str] = "lfq"
     codebook_bits: int = 8
     num_groups: int = 2
@@ -92,26 +98,32 @@ class LFQConfig:
     commitment_weight: float = 0.025
     diversity_gamma: float = 1.0
     inv_temperature: float = 100.0
+    codebook_entropy: str = "pooled"
 
 
 @dataclass
 class BSQConfig:
+    """BSQ. ``inv_temperature`` 100 = the reference's temperature 0.01 (1.0 was this project's earlier value)."""
+
     kind: ClassVar[str] = "bsq"
     latent_channels: int = 16
     codebook_bits: int | None = None
     entropy_weight: float = 0.1
     gamma0: float = 1.0
     gamma: float = 1.0
-    inv_temperature: float = 1.0
+    inv_temperature: float = 100.0
     entropy_group_size: int | None = None
 
 
 @dataclass
 class TokenBridgeConfig:
+    """TokenBridge. ``input="sample"`` quantizes a posterior sample, as TokenBridge does; ``"mean"`` the mean."""
+
     kind: ClassVar[str] = "tokenbridge"
     latent_channels: int = 16
     codebook_bits: int = 1
-    input: str = "mean"
+    input: str = "sample"
+    noise_seed: int = 0
     scale_factor: float = 1.0
     quant_max: float = 5.0
     std_range: float = 3.0

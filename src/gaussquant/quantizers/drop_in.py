@@ -139,7 +139,7 @@ class GaussianQuant(nn.Module):
         self.quantizing = bool(state)
 
     def convert(self) -> "GaussianQuant":
-        """The explicit conversion of method.md section 4: from now on ``forward`` quantizes. Returns self."""
+        """The explicit conversion of docs/method.md section 4: from now on ``forward`` quantizes. Returns self."""
         self.quantizing = True
         return self
 

@@ -9,17 +9,23 @@ over each group's 2^bits codes: ``entropy = entropy_weight * (mean_tokens H(p) -
 ``commitment = commitment_weight * ||z - sg[q]||^2`` (mean). Reference weights at 16 bits/token: 2 codebooks
 x 8 bits, entropy 0.1, commitment 0.025, temperature 0.01 (inv_temperature 100).
 
-Wraps vector-quantize-pytorch (pinned 1.32.0) ``LFQ``, which implements exactly this. Two things the wrapper
-adds: float32 quantization under *any* autocast (the library disables only CUDA autocast, so on CPU its
-entropy einsum would run in bf16), and the protocol (int64 indices, losses as named terms). One documented
-difference from the GQ reference's LFQ: the library takes the codebook entropy per codebook and averages over
-codebooks (MAGVIT-v2), the reference pools the codebooks' average distributions into one; the per-sample
-entropy and the commitment term agree. The library's all-reduce of the average distribution keeps ranks in step.
+Codebook entropy, ``codebook_entropy``: ``"pooled"`` (default, the GQ reference's LFQ baseline) averages the
+soft assignments over the tokens *and* the G codebooks into one distribution over the 2^bits codes and takes
+its entropy; ``"per_codebook"`` (one option away) takes each codebook's entropy and averages them, as the
+library does. Pooling only asks the codes to be used evenly across both codebooks together.
+
+Wraps vector-quantize-pytorch (pinned 1.32.0) ``LFQ`` for the quantization, the per-sample entropy, the
+per-codebook entropy and the commitment term. The wrapper adds: float32 quantization under *any* autocast
+(the library disables only CUDA autocast, so on CPU its entropy einsum would run in bf16), the pooled codebook
+entropy (computed here from the same soft assignments, the pooled distribution averaged across ranks like the
+library's), and the protocol (int64 indices, losses as named terms).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
+import torch.distributed.nn as dist_nn
 from torch import Tensor
 
 from gaussquant.optional import import_optional
@@ -38,6 +44,7 @@ from gaussquant.quantizers.vq import code_statistics
 LFQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
                       needed_for="the LFQ baseline").LFQ
 
+CODEBOOK_ENTROPIES = ("pooled", "per_codebook")
 MAX_LFQ_BITS = 16  # the entropy term materialises (tokens x 2^bits) probabilities per group
 
 
@@ -51,6 +58,7 @@ class LookupFreeQuantizer(DiscreteBottleneck):
         commitment_weight: weight of ``losses["commitment"]`` (0.025).
         diversity_gamma: weight of the codebook-entropy (batch) term relative to the per-sample term (1).
         inv_temperature: inverse temperature of the soft assignment (100).
+        codebook_entropy: ``"pooled"`` (default, the reference's) or ``"per_codebook"`` (the library's).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class LookupFreeQuantizer(DiscreteBottleneck):
         commitment_weight: float = 0.025,
         diversity_gamma: float = 1.0,
         inv_temperature: float = 100.0,
+        codebook_entropy: str = "pooled",
     ) -> None:
         super().__init__()
         if not 1 <= codebook_bits <= MAX_LFQ_BITS:
@@ -69,6 +78,9 @@ class LookupFreeQuantizer(DiscreteBottleneck):
                              "Use more groups (num_groups) for higher rates.")
         if num_groups < 1:
             raise ValueError(f"num_groups must be >= 1; got {num_groups}")
+        if codebook_entropy not in CODEBOOK_ENTROPIES:
+            raise ValueError(f"codebook_entropy must be one of {CODEBOOK_ENTROPIES}; got {codebook_entropy!r}")
+        self.codebook_entropy = codebook_entropy
         self.codebook_bits, self.num_groups = codebook_bits, num_groups
         self.codebook_size = 2**codebook_bits
         self.in_channels = self.latent_channels = codebook_bits * num_groups
@@ -89,8 +101,11 @@ class LookupFreeQuantizer(DiscreteBottleneck):
                                               return_loss_breakdown=True)
         losses = {}
         if self.training:
+            batch_entropy = parts.batch_entropy
+            if self.codebook_entropy == "pooled":
+                batch_entropy = self._pooled_entropy(tokens)
             losses["entropy"] = self.entropy_weight * (parts.per_sample_entropy
-                                                      - self.lfq.diversity_gamma * parts.batch_entropy)
+                                                      - self.lfq.diversity_gamma * batch_entropy)
             losses["commitment"] = self.commitment_weight * parts.commitment
         else:  # the library computes no auxiliary terms in eval mode
             zero = codes.new_zeros(())
@@ -98,6 +113,17 @@ class LookupFreeQuantizer(DiscreteBottleneck):
         z_hat = channels_back(codes.reshape(*last.shape[:-1], self.latent_channels), h.dim())
         indices = indices_layout(idx.long().reshape(*last.shape[:-1], self.num_groups), h.dim())
         return z_hat, indices, losses
+
+    def _pooled_entropy(self, tokens: Tensor) -> Tensor:
+        """Entropy (nats) of the soft assignments averaged over tokens and codebooks. ``tokens``: (B, N, C) f32."""
+        z = tokens.reshape(-1, self.num_groups, self.codebook_bits)  # (T, G, bits)
+        codes = self.lfq.codebook.float()  # (K, bits), entries +-1
+        # p(k | z) = softmax_k(2 * inv_temperature * <z, c_k>), as the library's per-codebook term
+        probs = torch.softmax(2.0 * self.inv_temperature * z @ codes.T, dim=-1)  # (T, G, K)
+        pooled = probs.reshape(-1, self.codebook_size).mean(0)  # (K,)
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            pooled = dist_nn.all_reduce(pooled) / dist.get_world_size()
+        return -(pooled * pooled.clamp_min(1e-5).log()).sum()
 
     def forward(self, h: Tensor) -> BottleneckOutput:
         """``h`` ``(B, C, H, W)`` or ``(B, L, C)`` -> z_hat in {-1, +1}, same layout, float32."""
@@ -123,4 +149,5 @@ class LookupFreeQuantizer(DiscreteBottleneck):
 
     def extra_repr(self) -> str:
         return (f"codebook_bits={self.codebook_bits}, num_groups={self.num_groups}, "
-                f"entropy_weight={self.entropy_weight}, commitment_weight={self.commitment_weight}")
+                f"entropy_weight={self.entropy_weight}, commitment_weight={self.commitment_weight}, "
+                f"codebook_entropy={self.codebook_entropy!r}")

@@ -10,7 +10,13 @@ channel, one index per channel: G = C groups of size 1, K = 2^b, bits per token 
   ``E[x | a < x < b] = (phi(a) - phi(b)) / (Phi(b) - Phi(a))`` (closed form, float64);
 - index: the nearest level (bisection over the midpoints between levels; ties to the lower index).
 
-Range mapping (the exact map implemented). The latent ``z`` (the posterior mean by default, or a sample) is
+Input (``input``): ``"sample"`` by default, as TokenBridge quantizes ``posterior.sample()`` (its
+reconstruction and generation code); ``"mean"`` (the posterior mean) is one option away. The sample's noise
+comes from a local generator: the caller's, or else one seeded with ``noise_seed`` at every call, so the
+same input batch always gives the same tokens (``quantize`` and ``forward`` agree) and no global RNG state is
+touched.
+
+Range mapping (the exact map implemented). The latent ``z`` (a posterior sample by default, or the mean) is
 mapped per channel to ``u = clamp(z * channel_scale, -edge_clamp, edge_clamp)``, quantized, and decoded as
 ``z_hat = level / channel_scale``. ``channel_scale`` is a (C,) buffer:
 
@@ -22,8 +28,8 @@ mapped per channel to ``u = clamp(z * channel_scale, -edge_clamp, edge_clamp)``,
 - fitted: :meth:`TokenBridgeQuantizer.fit_range` sets ``channel_scale = 1 / std_c`` from data so each
   channel is unit-variance when quantized.
 
-TokenBridge is applied after training: z_hat carries no gradient, and train/eval mode changes nothing
-(except that the ``sample`` input draws noise in either mode). Written by hand: no library implements it.
+TokenBridge is applied after training: z_hat carries no gradient, and train/eval mode changes nothing.
+Written by hand: no library implements it.
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
     Args:
         latent_channels: C; the encoder emits 2C channels (mean, logvar), ``in_channels = 2C``.
         codebook_bits: b bits per channel (1..16); K = 2^b levels.
-        input: ``"mean"`` (posterior mean, default) or ``"sample"`` (reparameterised sample).
+        input: ``"sample"`` (reparameterised posterior sample, default, TokenBridge's) or ``"mean"``.
+        noise_seed: seed of the sample's noise when no generator is passed (a fresh generator per call).
         scale_factor: TokenBridge's VAE scale factor, applied before the range map (1.0).
         quant_max: the latent range [-quant_max, quant_max] TokenBridge maps onto [-std_range, std_range] (5).
         std_range: see quant_max (3).
@@ -85,7 +92,8 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
         latent_channels: int,
         codebook_bits: int,
         *,
-        input: str = "mean",
+        input: str = "sample",
+        noise_seed: int = 0,
         scale_factor: float = 1.0,
         quant_max: float = 5.0,
         std_range: float = 3.0,
@@ -101,7 +109,7 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
         if scale_factor <= 0 or quant_max <= 0 or std_range <= 0 or (edge_clamp is not None and edge_clamp <= 0):
             raise ValueError("scale_factor, quant_max, std_range and edge_clamp must be positive")
         self.latent_channels, self.in_channels = latent_channels, 2 * latent_channels
-        self.codebook_bits, self.input = codebook_bits, input
+        self.codebook_bits, self.input, self.noise_seed = codebook_bits, input, int(noise_seed)
         self.codebook_size, self.num_groups = 2**codebook_bits, latent_channels
         self.scale_factor, self.quant_max, self.std_range, self.edge_clamp = scale_factor, quant_max, std_range, edge_clamp
         edges = normal_quantile_edges(codebook_bits, edge_clamp)
@@ -115,7 +123,11 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
     def _latent(self, h: Tensor, generator: torch.Generator | None) -> tuple[Tensor, DiagonalGaussian]:
         check_latent(h, self.in_channels, type(self).__name__)
         posterior = DiagonalGaussian.from_moments(h.float())
-        z = posterior.mode() if self.input == "mean" else posterior.sample(generator)
+        if self.input == "mean":
+            return channels_last(posterior.mode()), posterior
+        if generator is None:
+            generator = torch.Generator(device=h.device).manual_seed(self.noise_seed)
+        z = posterior.sample(generator)
         return channels_last(z), posterior
 
     def _indices_last(self, z_last: Tensor) -> Tensor:

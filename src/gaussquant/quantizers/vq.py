@@ -8,10 +8,14 @@ van den Oord et al. 2017 (VQ-VAE) eq. 3 and Esser et al. 2021 (VQGAN). Per group
     codebook   = ||sg[z] - z_q||^2    (moves the codebook; absent from the gradient with EMA updates)
     commitment = ||z - sg[z_q]||^2    (keeps the encoder near its code)
 
-``beta`` (0.25) multiplies the commitment term, as the VQ-VAE paper writes it. taming-transformers (and the GQ
-reference's VQ baseline, whose config uses it) applies beta to the *codebook* term instead, a known bug kept
-there for backward compatibility; ``legacy=True`` reproduces it by name. The returned
-losses already carry beta (a method-internal coefficient); the objective adds them with weight 1.
+``beta`` (0.25) placement: by default (``legacy=True``) on the *codebook* term, as taming-transformers and the
+GQ reference's VQ baseline have it (taming keeps this known bug for backward compatibility); ``legacy=False``
+puts it on the commitment term, as the VQ-VAE paper writes it (the corrected placement, one option away).
+The returned losses already carry beta (a method-internal coefficient); the objective adds them with weight 1.
+
+Grouping (G > 1 groups per token): ``grouping="strided"`` by default, as the reference (group g holds
+channels {g, g+G, g+2G, ...}); ``"contiguous"`` as an option (quantizers/grouping.py). With one group both
+are the same.
 
 Options: ``l2_normalize`` (ViT-VQGAN: search and decode on the unit sphere), ``ema`` codebook updates
 (decay, Laplace-smoothed counts; statistics all-reduced across ranks so every rank keeps the same codebook),
@@ -39,6 +43,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
+from gaussquant.quantizers.grouping import check_grouping, from_groups, to_groups
 
 
 def _all_reduce_sum_(t: Tensor) -> Tensor:
@@ -63,8 +68,10 @@ class VectorQuantizer(DiscreteBottleneck):
         latent_channels: C, channels of the encoder output and of ``z_hat``.
         codebook_size: K codewords.
         codebook_dim: d, must divide C (default C: one group per token).
-        beta: commitment coefficient (0.25).
-        legacy: put beta on the codebook term instead (taming's placement).
+        beta: the 0.25 coefficient of one of the two terms.
+        legacy: True (default, the reference's / taming's placement): beta on the codebook term; False: on
+            the commitment term (the VQ-VAE paper's).
+        grouping: ``"strided"`` (default, the reference's) or ``"contiguous"`` channel groups.
         l2_normalize: normalise latents and codewords to unit length before search and decoding.
         ema: update the codebook by exponential moving averages instead of by gradient.
         ema_decay, ema_eps: EMA decay and Laplace smoothing of the counts.
@@ -81,7 +88,8 @@ class VectorQuantizer(DiscreteBottleneck):
         codebook_dim: int | None = None,
         *,
         beta: float = 0.25,
-        legacy: bool = False,
+        legacy: bool = True,
+        grouping: str = "strided",
         l2_normalize: bool = False,
         ema: bool = False,
         ema_decay: float = 0.99,
@@ -102,7 +110,8 @@ class VectorQuantizer(DiscreteBottleneck):
             raise ValueError(f"restart_threshold must be >= 0; got {restart_threshold}")
         self.in_channels = self.latent_channels = latent_channels
         self.codebook_size, self.codebook_dim = codebook_size, d
-        self.num_groups = latent_channels // d
+        self.num_groups = check_grouping(latent_channels, d, grouping)
+        self.grouping = grouping
         self.beta, self.legacy, self.l2_normalize = beta, legacy, l2_normalize
         self.ema, self.ema_decay, self.ema_eps = ema, ema_decay, ema_eps
         self.restart_threshold, self.max_memory_bytes = restart_threshold, max_memory_bytes
@@ -123,7 +132,8 @@ class VectorQuantizer(DiscreteBottleneck):
     def _groups(self, h: Tensor) -> Tensor:
         """``h`` in either layout -> float32 ``(N, G, d)`` (normalised when ``l2_normalize``)."""
         check_latent(h, self.latent_channels, type(self).__name__)
-        z = channels_last(h).float().reshape(-1, self.num_groups, self.codebook_dim)
+        z = to_groups(channels_last(h).float(), self.codebook_dim, self.grouping)  # (..., G, d)
+        z = z.reshape(-1, self.num_groups, self.codebook_dim)  # (N, G, d)
         return F.normalize(z, dim=-1) if self.l2_normalize else z
 
     def _codewords(self) -> Tensor:
@@ -164,7 +174,7 @@ class VectorQuantizer(DiscreteBottleneck):
         stats["dead_codes"] = (self.usage_ema < self.restart_threshold).float().sum()
         indices = indices_layout(idx.reshape(*channels_last(h).shape[:-1], self.num_groups), h.dim())
         return BottleneckOutput(
-            z_hat=self._to_layout(z_hat.reshape(z.shape[0], -1), h),
+            z_hat=self._to_layout(from_groups(z_hat, self.grouping), h),
             indices=indices,
             losses={"codebook": codebook_loss, "commitment": commitment},
             stats={k: v.detach() for k, v in stats.items()},
@@ -182,7 +192,7 @@ class VectorQuantizer(DiscreteBottleneck):
         """Codewords in the latent layout: ``(B, C, H, W)`` from ``(B, G, H, W)``, ``(B, L, C)`` from ``(B, L, G)``."""
         check_indices(indices, self.codebook_size, self.num_groups)
         last = indices_last(indices).long()
-        z_q = F.embedding(last, self._codewords()).reshape(*last.shape[:-1], self.latent_channels)
+        z_q = from_groups(F.embedding(last, self._codewords()), self.grouping)  # (..., G, d) -> (..., C)
         return channels_back(z_q, indices.dim())
 
     # -- training-time codebook maintenance ------------------------------------------------------------------
@@ -224,7 +234,8 @@ class VectorQuantizer(DiscreteBottleneck):
 
     def extra_repr(self) -> str:
         return (f"latent_channels={self.latent_channels}, codebook_size={self.codebook_size}, "
-                f"codebook_dim={self.codebook_dim}, beta={self.beta}, legacy={self.legacy}, "
+                f"codebook_dim={self.codebook_dim}, grouping={self.grouping!r}, beta={self.beta}, "
+                f"legacy={self.legacy}, "
                 f"l2_normalize={self.l2_normalize}, ema={self.ema}, bits_per_token={self.bits_per_token:.4g}")
 
 
