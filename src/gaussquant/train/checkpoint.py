@@ -45,6 +45,30 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _non_finite(tree: Any, where: str) -> str | None:
+    """The name of the first floating tensor under ``tree`` holding NaN or inf, else None."""
+    if isinstance(tree, Tensor):
+        if tree.is_floating_point() and not bool(torch.isfinite(tree).all()):
+            return where
+        return None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_finite(weights: dict[str, dict[str, Tensor]], training_state: dict[str, Any], step: int) -> None:
+    """Refuse to write NaN/inf weights or optimiser state (a poisoned checkpoint would replace good ones)."""
+    found = _non_finite(weights, "") or _non_finite(training_state, "training_state")
+    if found is not None:
+        raise ValueError(
+            f"refusing to write the checkpoint of step {step}: {found} holds NaN or infinite values "
+            "(the run diverged); the earlier checkpoints are kept unchanged"
+        )
+
+
 def save_checkpoint(
     ckpt_root: str | Path,
     step: int,
@@ -66,7 +90,12 @@ def save_checkpoint(
 
     Returns:
         The final step directory.
+
+    Raises:
+        ValueError: a floating tensor in ``weights`` or ``training_state`` is NaN or infinite (nothing is
+            written).
     """
+    _check_finite(weights, training_state, step)
     root = Path(ckpt_root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / step_dir_name(step)

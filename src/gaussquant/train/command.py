@@ -49,6 +49,6 @@ def main(args: argparse.Namespace) -> int:
         log.info(
             "trained to step %d in %.1f s (%.1f img/s); %s; checkpoint %s",
             result.step, result.seconds, result.images_per_second,
-            ", ".join(f"{k}={v:.3f}" for k, v in kl.items()) or "no KL", result.checkpoint,
+            ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in kl.items()) or "no KL", result.checkpoint,
         )
     return 0

@@ -30,6 +30,7 @@ from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g
 from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from gaussquant.train.config import TrainConfig, save_config_yaml
+from gaussquant.train.divergence import check_finite_step
 from gaussquant.train.monitor import Monitor
 from gaussquant.train.setup import Components, build_components, checkpoint_meta
 
@@ -63,6 +64,7 @@ class Trainer:
         self.epoch = 0
         self.consumed = 0  # samples of this epoch used by finished steps (this rank)
         self.noise = None  # the bottleneck's sampling generator, when its forward takes one
+        self.last_checkpoint: Path | None = None  # named when a step diverges
         if "generator" in inspect.signature(self.c.model_module.bottleneck.forward).parameters:
             self.noise = torch.Generator(device=self.info.device)
             self.noise.manual_seed(cfg.seed * 1_000_003 + 7919 * (self.info.rank + 1) + 1)
@@ -104,7 +106,7 @@ class Trainer:
     def _generator_step(self, xs: list[Tensor], gan: bool) -> tuple[dict[str, Tensor], list[Tensor]]:
         c, cfg = self.c, self.cfg
         logs: dict[str, Tensor] = {}
-        kls, fakes = [], []
+        kls, fakes, losses = [], [], []
         if c.disc is not None:
             c.disc_module.requires_grad_(False)  # the G pass must not touch D's gradients
         for i, x in enumerate(xs):
@@ -120,13 +122,17 @@ class Trainer:
                     loss = loss + weight * g_loss
                     obj.logs.update(g_loss=g_loss.detach(), d_weight=weight.detach())
                 (loss / len(xs)).backward()
+            losses.append(loss.detach())
             logs = obj.logs
             logs.update({f"stats/{k}": v for k, v in out.bottleneck.stats.items() if v.numel() == 1})
             if out.bottleneck.kl_bits is not None:
                 kls.append(out.bottleneck.kl_bits.detach())
             fakes.append(out.x_hat.detach())
         tdist.all_reduce_mean_([p.grad for p in c.objective.extra_parameters() if p.grad is not None])
-        logs["grad_norm"] = self._clip_and_step(c.params, c.optimizer, c.scheduler)
+        watch = {"loss": torch.stack(losses)}
+        if kls:
+            watch["KL"] = torch.cat([k.reshape(-1) for k in kls])
+        logs["grad_norm"] = self._clip_and_step(c.params, c.optimizer, c.scheduler, watch)
         update = getattr(c.model_module.bottleneck, "update_rate_controller", None)
         if update is not None and kls:
             update(torch.cat(kls))
@@ -137,13 +143,17 @@ class Trainer:
             c.ema.update(c.model_module)
         return logs, fakes
 
-    def _clip_and_step(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, sched: Any) -> Tensor:
+    def _clip_and_step(
+        self, params: list[nn.Parameter], opt: torch.optim.Optimizer, sched: Any, watch: dict[str, Tensor]
+    ) -> Tensor:
         clip = self.cfg.optim.grad_clip
         if clip:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
             norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        # a NaN/inf loss, KL or gradient stops the run before the step is applied (train/divergence.py)
+        check_finite_step(self.step + 1, {**watch, "gradient norm": norm}, self.last_checkpoint)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -166,7 +176,8 @@ class Trainer:
             with self._sync(c.disc, i == len(xs) - 1), self._amp:
                 d_loss = hinge_d_loss(c.disc(x), c.disc(fake))
                 (d_loss / len(xs)).backward()
-        norm = self._clip_and_step(list(c.disc_module.parameters()), c.disc_optimizer, c.disc_scheduler)
+        watch = {"discriminator loss": d_loss.detach()}
+        norm = self._clip_and_step(list(c.disc_module.parameters()), c.disc_optimizer, c.disc_scheduler, watch)
         return {"d_loss": d_loss.detach(), "d_grad_norm": norm}
 
     def train_step(self) -> dict[str, Tensor]:
@@ -234,10 +245,11 @@ class Trainer:
             state["disc_scheduler"] = c.disc_scheduler.state_dict()
             state["disc_ready"] = c.disc_ready
         meta = checkpoint_meta(self.cfg, c, self.step)
-        return save_checkpoint(
+        self.last_checkpoint = save_checkpoint(
             self.out / "checkpoints", self.step, meta=meta, weights=weights, training_state=state,
             keep_last=self.cfg.keep_last,
         )
+        return self.last_checkpoint
 
     def _restore(self, step_dir: Path) -> None:
         from gaussquant.pretrained import load_state_strict
@@ -268,6 +280,7 @@ class Trainer:
         if "cuda" in rngs[self.info.rank] and self.info.device.type == "cuda":
             torch.cuda.set_rng_state(rngs[self.info.rank]["cuda"].cpu(), self.info.device)
         self.step = int(state["step"])
+        self.last_checkpoint = step_dir
         log.info("resumed from %s at step %d", step_dir, self.step)
 
     # ------------------------------------------------------------------ loop
