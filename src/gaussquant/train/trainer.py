@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
-from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
 from gaussquant.train.config import TrainConfig, save_config_yaml
 from gaussquant.train.divergence import check_finite_step
 from gaussquant.train.monitor import Monitor
@@ -68,15 +68,26 @@ class Trainer:
         if "generator" in inspect.signature(self.c.model_module.bottleneck.forward).parameters:
             self.noise = torch.Generator(device=self.info.device)
             self.noise.manual_seed(cfg.seed * 1_000_003 + 7919 * (self.info.rank + 1) + 1)
-        ckpt = latest_checkpoint(self.out / "checkpoints")
-        if ckpt is not None:
-            self._restore(ckpt)
-        elif resume:
-            raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to resume from")
-        if self.info.is_main:
-            save_config_yaml(cfg, self.out / "config.yaml")
+        # a second trainer on this folder fails here, before it reads or writes anything (train/checkpoint.py)
+        self._lock = RunLock(self.out).acquire() if self.info.is_main else None
+        try:
+            found = find_resume_checkpoint(self.out / "checkpoints", map_location=self.info.device)
+            if found is not None:
+                self._restore(found[0], found[1:])
+            elif resume:
+                raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to resume from")
+            if self.info.is_main:
+                save_config_yaml(cfg, self.out / "config.yaml")
+        except BaseException:
+            self.release()
+            raise
         self._iter = None
         self._amp = torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def release(self) -> None:
+        """Unlock the run folder (:meth:`fit` does this when it ends; safe to call twice)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------ data
 
@@ -251,11 +262,11 @@ class Trainer:
         )
         return self.last_checkpoint
 
-    def _restore(self, step_dir: Path) -> None:
+    def _restore(self, step_dir: Path, loaded: tuple) -> None:
         from gaussquant.pretrained import load_state_strict
 
         c = self.c
-        _, weights, state = load_checkpoint(step_dir, map_location=self.info.device)
+        _, weights, state = loaded
         load_state_strict(c.model_module, weights["model"], str(step_dir / "model.safetensors"))
         if c.ema is not None:
             if "ema" not in weights:
@@ -307,6 +318,7 @@ class Trainer:
                     last_ckpt = self.save() or last_ckpt
         finally:
             self.monitor.close()
+            self.release()
         tdist.barrier()
         seconds = time.perf_counter() - t0
         done = self.step - start_step
