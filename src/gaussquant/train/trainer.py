@@ -29,9 +29,10 @@ from torch import Tensor, nn
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
-from gaussquant.train.config import TrainConfig, save_config_yaml
+from gaussquant.train.config import TrainConfig, config_to_dict, save_config_yaml
 from gaussquant.train.divergence import check_finite_step
 from gaussquant.train.monitor import Monitor
+from gaussquant.train.resume_config import OPTIM_KEYS, apply_optim_settings, check_resume_config
 from gaussquant.train.setup import Components, build_components, checkpoint_meta
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,8 @@ class Trainer:
         from gaussquant.pretrained import load_state_strict
 
         c = self.c
-        _, weights, state = loaded
+        meta, weights, state = loaded
+        changed = check_resume_config(meta.get("train"), config_to_dict(self.cfg), str(step_dir))
         load_state_strict(c.model_module, weights["model"], str(step_dir / "model.safetensors"))
         if c.ema is not None:
             if "ema" not in weights:
@@ -292,6 +294,12 @@ class Trainer:
             torch.cuda.set_rng_state(rngs[self.info.rank]["cuda"].cpu(), self.info.device)
         self.step = int(state["step"])
         self.last_checkpoint = step_dir
+        if any(line.split(":")[0] in OPTIM_KEYS for line in changed):  # new lr / schedule / betas run from now
+            o = self.cfg.optim
+            apply_optim_settings(c.optimizer, c.scheduler, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+            if c.disc is not None:
+                apply_optim_settings(c.disc_optimizer, c.disc_scheduler, lr=o.disc_lr or o.lr, betas=o.betas,
+                                     weight_decay=o.weight_decay)
         log.info("resumed from %s at step %d", step_dir, self.step)
 
     # ------------------------------------------------------------------ loop
