@@ -1,7 +1,9 @@
 """``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images (issue 6, item 3).
 
 Decoding checks first, then works: the token file must carry this model's fingerprint, codebook size and
-group count, and every index must lie in [0, K) (``gaussquant.tokens``); otherwise the error says which.
+group count, and every index must lie in [0, K) (``gaussquant.tokens``), and the model's weights must be
+finite; otherwise the error says which. A batch that decodes to NaN pixels stops the run with an error
+instead of being written as black images.
 Each image is written as ``DIR/<source file name with .png>`` (sub-folders kept), its pixels
 ``round((x_hat + 1) * 127.5)`` of the model's ``detokenize`` — the same uint8 mapping PSNR uses. Batches are
 read from the (compact) index array and decoded one at a time, so memory holds one batch of images.
@@ -19,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.encode import _progress, load_model, require_discrete, resolve_device
+from gaussquant.encode import _progress, check_finite_weights, load_model, require_discrete, resolve_device
 from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ def decode_tokens(
         The written PNG paths, in token order.
     """
     tokens = load_tokens(tokens_path)
+    check_finite_weights(model, "decode")
     check_tokens_match(model, tokens, str(tokens_path))
     names = output_names(tokens.file_names)
     out = Path(out_dir)
@@ -89,6 +92,11 @@ def decode_tokens(
         with torch.no_grad():
             for start in _progress(range(0, tokens.num_images, batch_size), progress, "decode"):
                 x_hat = model.detokenize(tokens.batch(start, start + batch_size).to(device))
+                if not bool(torch.isfinite(x_hat).all()):  # would be written as black pixels
+                    raise ValueError(
+                        f"decoding image {start} ({names[start]!r}) onward gave NaN or infinite pixels; "
+                        f"{len(written)} images were written before it. The decoder is numerically broken"
+                    )
                 pixels = to_uint8(x_hat.cpu()).permute(0, 2, 3, 1).numpy()
                 for offset, image in enumerate(pixels):
                     path = out / names[start + offset]

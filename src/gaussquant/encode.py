@@ -40,6 +40,17 @@ def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = Fa
     return from_pretrained(path, map_location=device, use_ema=use_ema)
 
 
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Raise ValueError naming the first parameter or buffer holding NaN or inf (a damaged or diverged model
+    would otherwise write black images or meaningless tokens without a word)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{what}: the model's weights hold NaN or infinite values (first: {name}); the model is damaged "
+                "or its training diverged. Use an earlier checkpoint; nothing was written"
+            )
+
+
 def require_discrete(model: nn.Module, what: str) -> None:
     bottleneck = getattr(model, "bottleneck", None)
     if not getattr(bottleneck, "is_discrete", False):
@@ -75,6 +86,9 @@ def encode_folder(
     from gaussquant.data.folder import ImageFolderDataset
 
     require_discrete(model, "encode")
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels; got {image_size}")
+    check_finite_weights(model, "encode")
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device
@@ -119,7 +133,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, meta = load_model(args.model, device, use_ema=args.ema)
-    image_size = args.image_size or int(meta["model"]["image_size"])
+    if args.image_size is not None and args.image_size < 1:
+        raise ValueError(f"--image-size must be a positive number of pixels; got {args.image_size}")
+    image_size = args.image_size if args.image_size is not None else int(meta["model"]["image_size"])
     path = encode_folder(model, args.images, args.out, image_size=image_size, batch_size=args.batch_size,
                          num_workers=args.num_workers, progress=True)
     print(f"tokens written to {path}")
