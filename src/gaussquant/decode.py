@@ -22,7 +22,7 @@ from torch import nn
 
 from gaussquant.data.transforms import to_uint8
 from gaussquant.encode import _progress, check_finite_weights, load_model, require_discrete, resolve_device
-from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
+from gaussquant.tokens import TokenFile, check_index_range, check_output_path, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +37,35 @@ def check_tokens_match(model: nn.Module, tokens: TokenFile, source: str = "the t
             f"K={bottleneck.codebook_size}, G={bottleneck.num_groups}: decode with the model that encoded them"
         )
     check_index_range(tokens.indices, bottleneck.codebook_size, source)
+    check_token_layout(model, tokens, source)
     fingerprint = model_fingerprint(model)
     if fingerprint != tokens.model_fingerprint:
         raise ValueError(
             f"{source} was written by a different model (fingerprint {tokens.model_fingerprint[:12]}..., this "
             f"model is {fingerprint[:12]}...): its indices point into another codebook or decoder. Decode with "
             "the model that encoded them."
+        )
+
+
+@torch.no_grad()
+def check_token_layout(model: nn.Module, tokens: TokenFile, source: str = "the tokens file") -> None:
+    """Raise ValueError unless the model's tokens for ``tokens.image_size`` images have the file's layout and
+    grid (one encoder pass over a blank image; a ViT's ``(N, L, G)`` file given to a UNet, or the reverse, is
+    otherwise a deep convolution error)."""
+    height, width = tokens.image_size
+    device = next(model.parameters()).device
+    try:
+        latent = model.encoder(torch.zeros(1, 3, height, width, device=device))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{source} holds tokens of {height}x{width} images, which this model cannot encode ({err}); decode "
+            "with the model that encoded them"
+        ) from None
+    layout, grid = ("channel_first", tuple(latent.shape[2:])) if latent.dim() == 4 else ("token_last", (latent.shape[1],))
+    if (layout, grid) != (tokens.layout, tuple(tokens.grid)):
+        raise ValueError(
+            f"{source} holds {tokens.layout} tokens on a grid of {tuple(tokens.grid)}, but this model makes "
+            f"{layout} tokens on a grid of {grid}: decode with the model that encoded them"
         )
 
 
@@ -83,7 +106,9 @@ def decode_tokens(
     check_finite_weights(model, "decode")
     check_tokens_match(model, tokens, str(tokens_path))
     names = output_names(tokens.file_names)
-    out = Path(out_dir)
+    out = check_output_path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write PNGs into {str(out)!r}: it is a file, not a folder; choose another --out")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

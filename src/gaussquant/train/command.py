@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         overrides.append(f"out={args.out}")
     config = load_config(args.config or args.preset, overrides)
+    from gaussquant.tokens import check_output_path
+
+    check_output_path(config.out)
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise ValueError(f"cannot use {config.out!r} as the run folder: it is a file; choose another --out")
     from gaussquant.train.trainer import run
 
     result = run(config, resume=args.resume)
