@@ -3,6 +3,7 @@
 import logging
 
 import pytest
+import torch
 import yaml
 
 from gaussquant.train.resume_config import config_changes
@@ -50,3 +51,19 @@ def test_config_changes_lists_each_field():
     new = {"optim": {"lr": 1e-3, "betas": [0.9, 0.99]}, "batch_size": 8.0, "loss": {"aux_weights": {"x": 1.0}}}
     refused, applied = config_changes(old, new)
     assert refused == [] and applied == ["loss.aux_weights: {} -> {'x': 1.0}", "optim.betas: [0.5, 0.9] -> [0.9, 0.99]"]
+
+
+def test_thread_count_is_recorded_and_a_mismatch_warned(tiny_config, caplog):
+    from gaussquant.train.checkpoint import load_checkpoint
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        result = Trainer(tiny_config(steps=1, ckpt_every=1)).fit()
+        assert load_checkpoint(result.checkpoint)[2]["num_threads"] == 1
+        torch.set_num_threads(2)
+        caplog.set_level(logging.WARNING)
+        Trainer(tiny_config(steps=2, ckpt_every=1)).release()
+    finally:
+        torch.set_num_threads(threads)
+    assert "written with 1 CPU threads, this process uses 2" in caplog.text

@@ -247,6 +247,7 @@ class Trainer:
             "optimizer": c.optimizer.state_dict(),
             "scheduler": c.scheduler.state_dict(),
             "objective": c.objective.state_dict(),
+            "num_threads": torch.get_num_threads(),  # bitwise resume on CPU needs the same count
         }
         weights = {"model": c.model_module.state_dict()}
         if c.ema is not None:
@@ -294,6 +295,13 @@ class Trainer:
             torch.cuda.set_rng_state(rngs[self.info.rank]["cuda"].cpu(), self.info.device)
         self.step = int(state["step"])
         self.last_checkpoint = step_dir
+        threads = int(state.get("num_threads", torch.get_num_threads()))
+        if threads != torch.get_num_threads():
+            log.warning(
+                "checkpoint %s was written with %d CPU threads, this process uses %d: the resumed run will not "
+                "be bit-identical to an uninterrupted one on CPU (set OMP_NUM_THREADS=%d for that)",
+                step_dir, threads, torch.get_num_threads(), threads,
+            )
         if any(line.split(":")[0] in OPTIM_KEYS for line in changed):  # new lr / schedule / betas run from now
             o = self.cfg.optim
             apply_optim_settings(c.optimizer, c.scheduler, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
