@@ -100,3 +100,16 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
         except RuntimeError:
             assert time.time() < deadline
             time.sleep(0.05)
+
+
+def test_loading_a_run_whose_latest_points_outside_is_an_error(tmp_path):
+    from gaussquant.pretrained import resolve_model_dir
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    root = tmp_path / "run" / "checkpoints"
+    root.mkdir(parents=True)
+    (root / "latest").write_text("../../elsewhere")
+    with pytest.raises(ValueError, match="not a step directory of this run"):
+        resolve_model_dir(tmp_path / "run")
