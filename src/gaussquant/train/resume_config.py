@@ -58,6 +58,8 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]) -> tuple[list[str],
     refused, applied = [], []
     for key in sorted(set(a) | set(b)):
         before, after = a.get(key, "<absent>"), b.get(key, "<absent>")
+        if (before, after) in (("<absent>", None), (None, "<absent>")):  # a field added later, left at None
+            continue
         if before == after or (isinstance(before, (int, float)) and isinstance(after, (int, float))
                                and not isinstance(before, bool) and float(before) == float(after)):
             continue

@@ -52,7 +52,11 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the components, the step counter and the data position; :meth:`fit` trains to ``steps``."""
+    """Owns the components, the step counter and the data position; :meth:`fit` trains to ``steps``.
+
+    Holds the run folder's lock (train/checkpoint.py ``RunLock``) from construction until :meth:`fit` ends or
+    :meth:`release` is called; another Trainer on the same folder meanwhile raises RuntimeError.
+    """
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
