@@ -1,7 +1,9 @@
 """``gaussquant decode MODEL tokens.npz --out DIR``: tokens on disk -> PNG images.
 
 Decoding checks first, then works: the token file must carry this model's fingerprint, codebook size and
-group count, and every index must lie in [0, K) (``gaussquant.tokens``); otherwise the error says which.
+group count, and every index must lie in [0, K) (``gaussquant.tokens``), and the model's weights must be
+finite; otherwise the error says which. A batch that decodes to NaN pixels stops the run with an error
+instead of being written as black images.
 Each image is written as ``DIR/<source file name with .png>`` (sub-folders kept), its pixels
 ``round((x_hat + 1) * 127.5)`` of the model's ``detokenize`` — the same uint8 mapping PSNR uses. Batches are
 read from the (compact) index array and decoded one at a time, so memory holds one batch of images.
@@ -18,9 +20,9 @@ from PIL import Image
 from torch import nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.encode import _progress
+from gaussquant.encode import _progress, check_finite_weights
 from gaussquant.quantizers.base import require_discrete
-from gaussquant.tokens import TokenFile, check_index_range, load_tokens, model_fingerprint
+from gaussquant.tokens import TokenFile, check_index_range, check_output_path, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +37,35 @@ def check_tokens_match(model: nn.Module, tokens: TokenFile, source: str = "the t
             f"K={bottleneck.codebook_size}, G={bottleneck.num_groups}: decode with the model that encoded them"
         )
     check_index_range(tokens.indices, bottleneck.codebook_size, source)
+    check_token_layout(model, tokens, source)
     fingerprint = model_fingerprint(model)
     if fingerprint != tokens.model_fingerprint:
         raise ValueError(
             f"{source} was written by a different model (fingerprint {tokens.model_fingerprint[:12]}..., this "
             f"model is {fingerprint[:12]}...): its indices point into another codebook or decoder. Decode with "
             "the model that encoded them."
+        )
+
+
+@torch.no_grad()
+def check_token_layout(model: nn.Module, tokens: TokenFile, source: str = "the tokens file") -> None:
+    """Raise ValueError unless the model's tokens for ``tokens.image_size`` images have the file's layout and
+    grid (one encoder pass over a blank image; a ViT's ``(N, L, G)`` file given to a UNet, or the reverse, is
+    otherwise a deep convolution error)."""
+    height, width = tokens.image_size
+    device = next(model.parameters()).device
+    try:
+        latent = model.encoder(torch.zeros(1, 3, height, width, device=device))
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"{source} holds tokens of {height}x{width} images, which this model cannot encode ({err}); decode "
+            "with the model that encoded them"
+        ) from None
+    layout, grid = ("channel_first", tuple(latent.shape[2:])) if latent.dim() == 4 else ("token_last", (latent.shape[1],))
+    if (layout, grid) != (tokens.layout, tuple(tokens.grid)):
+        raise ValueError(
+            f"{source} holds {tokens.layout} tokens on a grid of {tuple(tokens.grid)}, but this model makes "
+            f"{layout} tokens on a grid of {grid}: decode with the model that encoded them"
         )
 
 
@@ -78,9 +103,12 @@ def decode_tokens(
         The written PNG paths, in token order.
     """
     tokens = load_tokens(tokens_path)
+    check_finite_weights(model, "decode")
     check_tokens_match(model, tokens, str(tokens_path))
     names = output_names(tokens.file_names)
-    out = Path(out_dir)
+    out = check_output_path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"cannot write PNGs into {str(out)!r}: it is a file, not a folder; choose another --out")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -89,6 +117,11 @@ def decode_tokens(
         with torch.no_grad():
             for start in _progress(range(0, tokens.num_images, batch_size), progress, "decode"):
                 x_hat = model.detokenize(tokens.batch(start, start + batch_size).to(device))
+                if not bool(torch.isfinite(x_hat).all()):  # would be written as black pixels
+                    raise ValueError(
+                        f"decoding image {start} ({names[start]!r}) onward gave NaN or infinite pixels; "
+                        f"{len(written)} images were written before it. The decoder is numerically broken"
+                    )
                 pixels = to_uint8(x_hat.cpu()).permute(0, 2, 3, 1).numpy()
                 for offset, image in enumerate(pixels):
                     path = out / names[start + offset]

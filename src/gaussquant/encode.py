@@ -40,6 +40,17 @@ def load_model(path: str | os.PathLike, device: torch.device, use_ema: bool = Fa
     return Autoencoder.from_pretrained(path, map_location=device, use_ema=use_ema)
 
 
+def check_finite_weights(model: nn.Module, what: str) -> None:
+    """Raise ValueError naming the first parameter or buffer holding NaN or inf (a damaged or diverged model
+    would otherwise write black images or meaningless tokens without a word)."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{what}: the model's weights hold NaN or infinite values (first: {name}); the model is damaged "
+                "or its training diverged. Use an earlier checkpoint; nothing was written"
+            )
+
+
 def encode_folder(
     model: nn.Module,
     images_dir: str | os.PathLike,
@@ -66,6 +77,9 @@ def encode_folder(
     from gaussquant.data.folder import ImageFolderDataset
 
     require_discrete(getattr(model, "bottleneck", None), "encode")
+    if image_size < 1:
+        raise ValueError(f"image_size must be a positive number of pixels; got {image_size}")
+    check_finite_weights(model, "encode")
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device

@@ -213,7 +213,7 @@ def _preset_configs(cfg: ReferenceConfig) -> tuple[Any, Any]:
     train_cfg = load_config(cfg.preset)
     g = train_cfg.bottleneck
     if not isinstance(g, GaussianConfig) or g.codebook_dim != cfg.group or g.grouping != cfg.grouping:
-        raise ValueError(f"preset {cfg.preset} has groups of d={getattr(g, 'group_dim', None)} "
+        raise ValueError(f"preset {cfg.preset} has groups of d={getattr(g, 'codebook_dim', None)} "
                          f"{getattr(g, 'grouping', None)}, but the reference's {cfg.name} groups channels "
                          f"{cfg.grouping} with d={cfg.group}: its weights would load with the wrong groups")
     gq = GQConfig(latent_channels=g.latent_channels, codebook_size=cfg.codebook_size, codebook_dim=g.codebook_dim,

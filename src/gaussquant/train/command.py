@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ def main(args: argparse.Namespace) -> int:
     if args.init_from:
         overrides.append(f"init_from={args.init_from}")
     config = load_config(args.config or args.preset, overrides)
+    from gaussquant.tokens import check_output_path
+
+    check_output_path(config.out)
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise ValueError(f"cannot use {config.out!r} as the run folder: it is a file; choose another --out")
     from gaussquant.train.trainer import run
 
     result = run(config, resume=args.resume)
@@ -56,6 +62,6 @@ def main(args: argparse.Namespace) -> int:
         log.info(
             "trained to step %d in %.1f s (%.1f img/s); %s; checkpoint %s",
             result.step, result.seconds, result.images_per_second,
-            ", ".join(f"{k}={v:.3f}" for k, v in kl.items()) or "no KL", result.checkpoint,
+            ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in kl.items()) or "no KL", result.checkpoint,
         )
     return 0

@@ -29,9 +29,11 @@ from torch import Tensor, nn
 from gaussquant.distributed import distributed_ready
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
-from gaussquant.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from gaussquant.train.config import TrainConfig, save_config_yaml
+from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
+from gaussquant.train.config import TrainConfig, config_to_dict, save_config_yaml
+from gaussquant.train.divergence import check_finite_step
 from gaussquant.train.monitor import Monitor
+from gaussquant.train.resume_config import OPTIM_KEYS, apply_optim_settings, check_resume_config
 from gaussquant.train.setup import Components, build_components, checkpoint_meta, init_weights
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,11 @@ class TrainResult:
 
 
 class Trainer:
-    """Owns the components, the step counter and the data position; :meth:`fit` trains to ``steps``."""
+    """Owns the components, the step counter and the data position; :meth:`fit` trains to ``steps``.
+
+    Holds the run folder's lock (train/checkpoint.py ``RunLock``) from construction until :meth:`fit` ends or
+    :meth:`release` is called; another Trainer on the same folder meanwhile raises RuntimeError.
+    """
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False) -> None:
         self.cfg = cfg
@@ -64,20 +70,32 @@ class Trainer:
         self.epoch = 0
         self.consumed = 0  # samples of this epoch used by finished steps (this rank)
         self.noise = None  # the bottleneck's sampling generator, when its forward takes one
+        self.last_checkpoint: Path | None = None  # named when a step diverges
         if "generator" in inspect.signature(self.c.model_module.bottleneck.forward).parameters:
             self.noise = torch.Generator(device=self.info.device)
             self.noise.manual_seed(cfg.seed * 1_000_003 + 7919 * (self.info.rank + 1) + 1)
-        ckpt = latest_checkpoint(self.out / "checkpoints")
-        if ckpt is not None:
-            self._restore(ckpt)
-        elif resume:
-            raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to resume from")
-        elif cfg.init_from:
-            init_weights(cfg, self.c)  # a new run from a trained model's weights (train/setup.py)
-        if self.info.is_main:
-            save_config_yaml(cfg, self.out / "config.yaml")
+        # a second trainer on this folder fails here, before it reads or writes anything (train/checkpoint.py)
+        self._lock = RunLock(self.out).acquire() if self.info.is_main else None
+        try:
+            found = find_resume_checkpoint(self.out / "checkpoints", map_location=self.info.device)
+            if found is not None:
+                self._restore(found[0], found[1:])
+            elif resume:
+                raise FileNotFoundError(f"--resume: {str(self.out)!r} holds no checkpoint to resume from")
+            elif cfg.init_from:
+                init_weights(cfg, self.c)  # a new run from a trained model's weights (train/setup.py)
+            if self.info.is_main:
+                save_config_yaml(cfg, self.out / "config.yaml")
+        except BaseException:
+            self.release()
+            raise
         self._iter = None
         self._amp = torch.autocast(self.info.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    def release(self) -> None:
+        """Unlock the run folder (:meth:`fit` does this when it ends; safe to call twice)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # ------------------------------------------------------------------ data
 
@@ -107,7 +125,7 @@ class Trainer:
     def _generator_step(self, xs: list[Tensor], gan: bool) -> tuple[dict[str, Tensor], list[Tensor]]:
         c, cfg = self.c, self.cfg
         logs: dict[str, Tensor] = {}
-        kls, fakes = [], []
+        kls, fakes, losses = [], [], []
         if c.disc is not None:
             c.disc_module.requires_grad_(False)  # the G pass must not touch D's gradients
         for i, x in enumerate(xs):
@@ -123,13 +141,17 @@ class Trainer:
                     loss = loss + weight * g_loss
                     obj.logs.update(g_loss=g_loss.detach(), d_weight=weight.detach())
                 (loss / len(xs)).backward()
+            losses.append(loss.detach())
             logs = obj.logs
             logs.update({f"stats/{k}": v for k, v in out.bottleneck.stats.items() if v.numel() == 1})
             if out.bottleneck.kl_bits is not None:
                 kls.append(out.bottleneck.kl_bits.detach())
             fakes.append(out.x_hat.detach())
         tdist.all_reduce_mean_([p.grad for p in c.objective.extra_parameters() if p.grad is not None])
-        logs["grad_norm"] = self._clip_and_step(c.params, c.optimizer, c.scheduler)
+        watch = {"loss": torch.stack(losses)}
+        if kls:
+            watch["KL"] = torch.cat([k.reshape(-1) for k in kls])
+        logs["grad_norm"] = self._clip_and_step(c.params, c.optimizer, c.scheduler, watch)
         update = getattr(c.model_module.bottleneck, "update_rate_controller", None)
         if update is not None and kls:
             update(torch.cat(kls))
@@ -140,13 +162,17 @@ class Trainer:
             c.ema.update(c.model_module)
         return logs, fakes
 
-    def _clip_and_step(self, params: list[nn.Parameter], opt: torch.optim.Optimizer, sched: Any) -> Tensor:
+    def _clip_and_step(
+        self, params: list[nn.Parameter], opt: torch.optim.Optimizer, sched: Any, watch: dict[str, Tensor]
+    ) -> Tensor:
         clip = self.cfg.optim.grad_clip
         if clip:
             norm = torch.nn.utils.clip_grad_norm_(params, clip)
         else:
             grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
             norm = torch.stack(grads).norm() if grads else torch.zeros(())
+        # a NaN/inf loss, KL or gradient stops the run before the step is applied (train/divergence.py)
+        check_finite_step(self.step + 1, {**watch, "gradient norm": norm}, self.last_checkpoint)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
@@ -169,7 +195,8 @@ class Trainer:
             with self._sync(c.disc, i == len(xs) - 1), self._amp:
                 d_loss = hinge_d_loss(c.disc(x), c.disc(fake))
                 (d_loss / len(xs)).backward()
-        norm = self._clip_and_step(list(c.disc_module.parameters()), c.disc_optimizer, c.disc_scheduler)
+        watch = {"discriminator loss": d_loss.detach()}
+        norm = self._clip_and_step(list(c.disc_module.parameters()), c.disc_optimizer, c.disc_scheduler, watch)
         return {"d_loss": d_loss.detach(), "d_grad_norm": norm}
 
     def train_step(self) -> dict[str, Tensor]:
@@ -227,6 +254,7 @@ class Trainer:
             "optimizer": c.optimizer.state_dict(),
             "scheduler": c.scheduler.state_dict(),
             "objective": c.objective.state_dict(),
+            "num_threads": torch.get_num_threads(),  # bitwise resume on CPU needs the same count
         }
         weights = {"model": c.model_module.state_dict()}
         if c.ema is not None:
@@ -237,16 +265,18 @@ class Trainer:
             state["disc_scheduler"] = c.disc_scheduler.state_dict()
             state["disc_ready"] = c.disc_ready
         meta = checkpoint_meta(self.cfg, c, self.step)
-        return save_checkpoint(
+        self.last_checkpoint = save_checkpoint(
             self.out / "checkpoints", self.step, meta=meta, weights=weights, training_state=state,
             keep_last=self.cfg.keep_last,
         )
+        return self.last_checkpoint
 
-    def _restore(self, step_dir: Path) -> None:
+    def _restore(self, step_dir: Path, loaded: tuple) -> None:
         from gaussquant.pretrained import load_state_strict
 
         c = self.c
-        _, weights, state = load_checkpoint(step_dir, map_location=self.info.device)
+        meta, weights, state = loaded
+        changed = check_resume_config(meta.get("train"), config_to_dict(self.cfg), str(step_dir))
         load_state_strict(c.model_module, weights["model"], str(step_dir / "model.safetensors"))
         if c.ema is not None:
             if "ema" not in weights:
@@ -271,6 +301,20 @@ class Trainer:
         if "cuda" in rngs[self.info.rank] and self.info.device.type == "cuda":
             torch.cuda.set_rng_state(rngs[self.info.rank]["cuda"].cpu(), self.info.device)
         self.step = int(state["step"])
+        self.last_checkpoint = step_dir
+        threads = int(state.get("num_threads", torch.get_num_threads()))
+        if threads != torch.get_num_threads():
+            log.warning(
+                "checkpoint %s was written with %d CPU threads, this process uses %d: the resumed run will not "
+                "be bit-identical to an uninterrupted one on CPU (set OMP_NUM_THREADS=%d for that)",
+                step_dir, threads, torch.get_num_threads(), threads,
+            )
+        if any(line.split(":")[0] in OPTIM_KEYS for line in changed):  # new lr / schedule / betas run from now
+            o = self.cfg.optim
+            apply_optim_settings(c.optimizer, c.scheduler, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+            if c.disc is not None:
+                apply_optim_settings(c.disc_optimizer, c.disc_scheduler, lr=o.disc_lr or o.lr, betas=o.betas,
+                                     weight_decay=o.weight_decay)
         log.info("resumed from %s at step %d", step_dir, self.step)
 
     # ------------------------------------------------------------------ loop
@@ -297,6 +341,7 @@ class Trainer:
                     last_ckpt = self.save() or last_ckpt
         finally:
             self.monitor.close()
+            self.release()
         tdist.barrier()
         seconds = time.perf_counter() - t0
         done = self.step - start_step
