@@ -14,6 +14,7 @@ BENCHMARKS: dict[str, str] = {
     "spread": "gaussquant.bench.spread",
     "search": "gaussquant.bench.search",
     "train": "gaussquant.bench.train",
+    "tdc-convergence": "gaussquant.bench.tdc_convergence",
 }
 
 
