@@ -32,7 +32,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
-from gaussquant.quantizers.vq import code_statistics
+from gaussquant.quantizers.code_stats import code_statistics
 
 MAX_FSQ_CODEBOOK = 2**24  # float32 integers are exact up to here; the library's index sum is float32
 

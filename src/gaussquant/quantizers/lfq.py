@@ -33,7 +33,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
-from gaussquant.quantizers.vq import code_statistics
+from gaussquant.quantizers.code_stats import code_statistics
 
 MAX_LFQ_BITS = 16  # the entropy term materialises (tokens x 2^bits) probabilities per group
 
