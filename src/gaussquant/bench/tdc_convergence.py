@@ -78,7 +78,7 @@ def run_one(qcfg: Any, arch: str, controller: str, bits: int, seed: int) -> dict
     curves = read_curves(Path(tcfg.out) / "metrics.jsonl")
     eval_data, description = build_eval_dataset(qcfg.data, qcfg.image_size, qcfg.eval_crops)
     r = evaluate(to_gaussian_quant(model, 2**bits), eval_data, batch_size=64,
-                 metric_options=dict(lpips=False, rfid=False, ms_ssim=False))
+                 metric_options=dict(lpips=False, rfid=False, ms_ssim=False, fd_effnet=False))
     kl = r.get("kl_bits") or {}
     continuous = (r.get("continuous") or {}).get("psnr")
     return {
