@@ -92,6 +92,10 @@ class ConvertibilityReport:
     large_error_probability_group: float
     suggested_codebook_size: int
     warning: str | None
+    target_bits: float | None = None
+    tolerance_bits: float = BAND_BITS
+    kl_bits_percentiles: dict[str, float] | None = None
+    fraction_groups_in_band: float | None = None
 
     @property
     def log2_k(self) -> float:
@@ -172,6 +176,18 @@ def coarse_histogram(fine: Tensor, lo: float, hi: float, bin_bits: float = 0.5, 
     return counts, edges
 
 
+def fine_percentile(fine: Tensor, q: float, lo: float, hi: float) -> float:
+    """The ``q``-quantile (0..1) of values counted by :func:`fine_counts`: the centre of the first fine bin
+    whose cumulative count reaches ``q * N`` (resolution ``FINE_BITS`` / 2), clamped to ``[lo, hi]``."""
+    cumulative = torch.cumsum(fine.double(), 0)
+    total = float(cumulative[-1])
+    if total <= 0:
+        raise ValueError("no values were counted")
+    b = int(torch.searchsorted(cumulative, torch.tensor([q * total], dtype=torch.float64)).clamp(max=NUM_FINE))
+    value = hi if b >= NUM_FINE else (b + 0.5) * FINE_BITS
+    return min(max(value, lo), hi)
+
+
 def histogram(values: Tensor, bin_bits: float = 0.5, max_bins: int = 40) -> tuple[list[int], list[float]]:
     """Counts and edges of ``values`` (bits) in bins of ``bin_bits`` aligned to multiples of it."""
     return coarse_histogram(fine_counts(values), float(values.min()), float(values.max()), bin_bits, max_bins)
@@ -184,10 +200,14 @@ class KLAccumulator:
     distributed evaluation can all-reduce it (:meth:`all_reduce`).
     """
 
-    def __init__(self, codebook_size: int, codebook_dim: int, grouping: str = "contiguous") -> None:
+    def __init__(self, codebook_size: int, codebook_dim: int, grouping: str = "contiguous",
+                 target_bits: float | None = None, tolerance_bits: float = BAND_BITS) -> None:
+        """``target_bits`` (default log2 K) and ``tolerance_bits`` define the band counted as in band."""
         if int(codebook_size) < 2:
             raise ValueError(f"codebook_size must be >= 2; got {codebook_size}")
         self.codebook_size, self.codebook_dim, self.grouping = int(codebook_size), int(codebook_dim), grouping
+        self.target_bits = math.log2(self.codebook_size) if target_bits is None else float(target_bits)
+        self.tolerance_bits = float(tolerance_bits)
         # sums (float64): images, group tokens, kl, p_dim, dims, p_group, tokens in band; per-group kl sums
         self.sums = torch.zeros(7, dtype=torch.float64)
         self.group_sums: Tensor | None = None
@@ -213,7 +233,7 @@ class KLAccumulator:
         self.group_sums += group_kl.sum(0)
         self.sums += torch.tensor([mean.shape[0], group_kl.numel(), float(group_kl.sum()), float(p_dim.sum()),
                                    p_dim.numel(), float(p_group.sum()),
-                                   float(((group_kl - math.log2(self.codebook_size)).abs() <= BAND_BITS).sum())],
+                                   float(((group_kl - self.target_bits).abs() <= self.tolerance_bits).sum())],
                                   dtype=torch.float64)
         self.fine += fine_counts(group_kl)
         self.extremes = torch.minimum(self.extremes, torch.stack([group_kl.min(), -group_kl.max()]))
@@ -235,12 +255,17 @@ class KLAccumulator:
         lo, hi = float(self.extremes[0]), -float(self.extremes[1])
         mean_kl = kl_sum / tokens
         counts, edges = coarse_histogram(self.fine, lo, hi)
+        per_group = [float(v) / (tokens / len(self.group_sums)) for v in self.group_sums]
+        groups_in_band = sum(abs(v - self.target_bits) <= self.tolerance_bits for v in per_group) / len(per_group)
         return ConvertibilityReport(
             codebook_size=self.codebook_size, codebook_dim=self.codebook_dim, num_groups=len(self.group_sums),
             grouping=self.grouping, num_images=int(images), num_group_tokens=int(tokens),
             kl_bits_mean=mean_kl, kl_bits_min=lo, kl_bits_max=hi,
-            kl_bits_per_group=[float(v) / (tokens / len(self.group_sums)) for v in self.group_sums],
+            kl_bits_per_group=per_group,
             histogram_counts=counts, histogram_edges=edges, fraction_in_band=in_band / tokens,
             large_error_probability=p_dim_sum / dims, large_error_probability_group=p_group_sum / tokens,
             suggested_codebook_size=suggested_codebook_size(mean_kl), warning=sizing_warning(mean_kl, self.codebook_size),
+            target_bits=self.target_bits, tolerance_bits=self.tolerance_bits,
+            kl_bits_percentiles={str(q): fine_percentile(self.fine, q / 100, lo, hi) for q in (1, 50, 99)},
+            fraction_groups_in_band=groups_in_band,
         )

@@ -65,12 +65,13 @@ def test_update_never_syncs_with_the_host(monkeypatch):
 
 
 def test_update_all_reduces_sum_count_max_min(monkeypatch):
-    # Pretend a second rank holds one group with KL 30 bits: sum 30, count 1, max 30, min 30.
+    # Pretend a second rank holds one group with KL 30 bits: sum 30, count 1, 1 above the band, 0 below,
+    # max 30, min 30.
     calls = []
 
     def fake_all_reduce(tensor, op):
         calls.append(op)
-        other = {gaussian_module.dist.ReduceOp.SUM: torch.tensor([30.0, 1.0])}.get(op, torch.tensor(30.0))
+        other = {gaussian_module.dist.ReduceOp.SUM: torch.tensor([30.0, 1.0, 1.0, 0.0])}.get(op, torch.tensor(30.0))
         if op == gaussian_module.dist.ReduceOp.SUM:
             tensor.add_(other)
         elif op == gaussian_module.dist.ReduceOp.MAX:

@@ -26,6 +26,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                "gaussquant.bench.search"),
     "train": ("training throughput and peak memory of tiny presets, one process and under torchrun",
               "gaussquant.bench.train"),
+    "tdc-convergence": ("TDC convergence: in-band fraction, KL max and aggregate posterior over steps, "
+                        "reference vs adaptive controller", "gaussquant.bench.tdc_convergence"),
 }
 
 

@@ -1,4 +1,5 @@
-"""Tables (mean +- std over seeds) and rate-distortion plots of ``bench quality`` (matplotlib, Agg)."""
+"""Tables (mean +- std over seeds, paired GQ-minus-baseline intervals) and rate-distortion plots of
+``bench quality`` (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"), ("fd", "FD EffNet-Lite0 (lower better)", "{:.2f}"),
-           ("usage", "codebook usage", "{:.3f}"), ("entropy_frac", "index entropy / log2 K", "{:.3f}"))
+           ("usage", "codebook usage", "{:.3f}"), ("usage_vs_reachable", "usage of min(tokens, K)", "{:.3f}"),
+           ("entropy_frac", "index entropy / log2 K", "{:.3f}"), ("joint_frac", "joint token entropy / rate", "{:.3f}"))
 LABELS = {"gq": "GQ (TDC VAE -> GQ)", "vq": "VQ", "fsq": "FSQ", "lfq": "LFQ", "bsq": "BSQ",
           "tokenbridge": "TokenBridge (vanilla VAE)", "tokenbridge_tdc": "TokenBridge (TDC d=1 VAE)"}
 
@@ -21,11 +23,18 @@ def _entropy_frac(row: dict[str, Any]) -> float | None:
     return row["entropy_bits"] / math.log2(k)
 
 
+def _joint_frac(row: dict[str, Any]) -> float | None:
+    rate = row.get("bits_per_token")
+    if row.get("joint_entropy_bits") is None or not rate:
+        return None
+    return row["joint_entropy_bits"] / rate
+
+
 def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per (arch, rate, method): mean and std over seeds of every metric, plus rate columns."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
-        row = {**row, "entropy_frac": _entropy_frac(row)}
+        row = {**row, "entropy_frac": _entropy_frac(row), "joint_frac": _joint_frac(row)}
         groups.setdefault((row["arch"], row["rate"], row["method"]), []).append(row)
     out = []
     for (arch, rate, method), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _order(kv[0][2]))):
@@ -72,6 +81,20 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_paired(paired: list[dict[str, Any]]) -> str:
+    """Markdown: per (arch, rate, baseline) GQ minus baseline (mean, t interval, seeds) and the verdict."""
+    head = ["arch", "bits/token", "baseline", "seeds", "GQ - baseline PSNR (dB)", "interval", "paired std",
+            "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for p in paired:
+        interval = ("n/a (1 seed)" if p["low"] is None else
+                    f"[{p['low']:+.2f}, {p['high']:+.2f}] ({100 * p['confidence']:.0f}% t)")
+        std = "n/a" if p["std"] is None else f"{p['std']:.2f}"
+        lines.append(f"| {p['arch']} | {p['rate']} | {LABELS.get(p['baseline'], p['baseline'])} | {p['n']} | "
+                     f"{p['mean']:+.2f} | {interval} | {std} | {p['verdict']} |")
+    return "\n".join(lines)
+
+
 def plot_rate_distortion(rows: list[dict[str, Any]], arch: str, path: Path) -> Path:
     """PSNR, SSIM, FD and usage against bpp for one architecture; error bars = std over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -101,9 +124,11 @@ def plot_rate_distortion(rows: list[dict[str, Any]], arch: str, path: Path) -> P
 
 
 def write_outputs(summary: dict[str, Any], out: Path) -> None:
-    """``results.json`` (every row + config + seconds), ``table.md`` and ``figures/rd_<arch>.png``."""
+    """``results.json`` (rows, paired intervals, config, seconds), ``table.md``, ``paired.md``, ``figures/rd_<arch>.png``."""
     rows = summary["rows"]
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "table.md").write_text(format_table(rows) + "\n")
+    if "paired" in summary:
+        (out / "paired.md").write_text(format_paired(summary["paired"]) + "\n")
     for arch in sorted({r["arch"] for r in rows}):
         plot_rate_distortion(rows, arch, out / "figures" / f"rd_{arch}.png")

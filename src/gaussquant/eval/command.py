@@ -37,9 +37,29 @@ def summary(results: dict) -> str:
         if key in cont:
             text += " (continuous " + ("n/a" if cont[key] is None else spec.format(cont[key])) + ")"
         lines.append(f"{label}: {text}")
+    for kid in ("kid_inception", "kid_effnet_lite0"):
+        if results.get(kid) is not None:
+            lines.append(f"{kid}: {results[kid]:.5f} ± {results[kid + '_std']:.5f} "
+                         f"(subsets of {results[kid + '_subset_size']} images)")
     if results.get("bits_per_token") is not None:
-        lines.append(f"bits per token {results['bits_per_token']:.3f}, bpp {results['bpp']:.4f}, codebook usage "
-                     f"{results['codebook_usage']:.4f}, index entropy {results['index_entropy_bits']:.3f} bits")
+        r = results
+        lines.append(f"bits per token {r['bits_per_token']:.3f}, bpp {r['bpp']:.4f}; {r['num_tokens']} tokens, "
+                     f"K = {r['codebook_size']}: codebook usage {r['codebook_usage']:.4f} of K, "
+                     f"{r['codebook_usage_vs_reachable']:.4f} of min(tokens, K) = {r['reachable_codes']}")
+        lines.append(f"index entropy {r['index_entropy_bits']:.3f} bits (Miller-Madow {r['index_entropy_bits_mm']:.3f}) "
+                     f"of log2 K = {r['max_entropy_bits']:.3f}; joint entropy of whole tokens "
+                     f"{r['joint_entropy_bits']:.3f} bits (Miller-Madow {r['joint_entropy_mm_bits']:.3f}) per token, "
+                     f"rate {r['bits_per_token_rate']:.3f}")
+    kl = results.get("kl_bits") or {}
+    if kl:
+        band = ("n/a (no target)" if kl.get("in_band") is None else
+                f"{kl['in_band']:.3f} of group tokens within {kl['target_bits']:g} ± {kl['tolerance_bits']:g}")
+        p = kl.get("percentiles") or {}
+        lines.append(f"group KL bits: mean {kl['mean']:.3f}, min {kl['min']:.3f}, p1 {p.get('1', float('nan')):.2f}, "
+                     f"p50 {p.get('50', float('nan')):.2f}, p99 {p.get('99', float('nan')):.2f}, max {kl['max']:.3f}; "
+                     f"in band: {band}")
+    for name, why in (results.get("warnings") or {}).items():
+        lines.append(f"WARNING {name}: {why}")
     for name, why in (results.get("unavailable") or {}).items():
         lines.append(f"{name} unavailable: {why}")
     return "\n".join(lines)

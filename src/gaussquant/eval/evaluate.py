@@ -2,7 +2,10 @@
 
 One pass over the data, batch by batch (images never accumulate): the metric objects of
 ``gaussquant.eval.metrics`` keep float64 running statistics; codebook usage is counted per group over the
-whole set; for Gaussian-family models the group KL (docs/method.md section 2) is summarised too. For a GQ model
+whole set; for Gaussian-family models the group KL (docs/method.md section 2) is summarised too (mean, min,
+max, percentiles 1/50/99 and ``in_band``: the fraction of group tokens, every group of every position,
+whose KL lies within the TDC target +- tolerance; the target is the rate controller's for a Gaussian VAE
+and log2 K for GQ; None for a vanilla VAE, which has no target). For a GQ model
 the same image metrics are computed for the continuous posterior-mean reconstruction (``"continuous"``),
 so the conversion gap is measured on exactly the same images.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from gaussquant.convertibility import KLAccumulator
+from gaussquant.convertibility import BAND_BITS, KLAccumulator
 from gaussquant.distributed import rank_and_world
 
 logger = logging.getLogger(__name__)
@@ -74,9 +78,15 @@ class _State:
             self.discrete and self.gaussian) else None
         self.usage = CodebookUsage(b.codebook_size, b.num_groups) if self.discrete else None
         self.kl = None
+        self.kl_target: tuple[float, float] | None = None
         if self.gaussian:
             d, grouping = _group_layout(config)
-            self.kl = KLAccumulator(config.codebook_size if config.kind == "gq" else 2, d, grouping)
+            if config.kind == "gaussian" and config.target_bits is not None:
+                self.kl_target = (float(config.target_bits), float(config.tolerance_bits))
+            elif config.kind == "gq":
+                self.kl_target = (math.log2(config.codebook_size), BAND_BITS)
+            target, tolerance = self.kl_target or (None, BAND_BITS)
+            self.kl = KLAccumulator(config.codebook_size if config.kind == "gq" else 2, d, grouping, target, tolerance)
         self.tokens_per_image: int | None = None
 
     @torch.no_grad()
@@ -116,11 +126,18 @@ def _usage(usage: Any) -> dict[str, Any]:
     return dict(usage.compute())
 
 
-def _kl(acc: KLAccumulator | None, discrete: bool) -> dict[str, Any] | None:
+def _kl(acc: KLAccumulator | None, discrete: bool, target: tuple[float, float] | None) -> dict[str, Any] | None:
     if acc is None or acc.group_sums is None:
         return None
     r = acc.report()
-    out = {"mean": r.kl_bits_mean, "min": r.kl_bits_min, "max": r.kl_bits_max, "per_group": r.kl_bits_per_group}
+    out = {"mean": r.kl_bits_mean, "min": r.kl_bits_min, "max": r.kl_bits_max, "per_group": r.kl_bits_per_group,
+           "percentiles": r.kl_bits_percentiles, "num_group_tokens": r.num_group_tokens,
+           "target_bits": None if target is None else target[0], "tolerance_bits": None if target is None else target[1],
+           "in_band": None if target is None else r.fraction_in_band,
+           "in_band_groups": None if target is None else r.fraction_groups_in_band,
+           "protocol": "group KL in bits over every group of every position; percentiles from a 0.125-bit "
+                       "histogram (bin centres); in_band = fraction of group tokens with |KL - target| <= "
+                       "tolerance, in_band_groups = fraction of the G groups whose mean KL is in the band"}
     if discrete:
         out.update(fraction_within_half_bit_of_log2_k=r.fraction_in_band,
                    predicted_large_error_probability=r.large_error_probability)
@@ -161,8 +178,12 @@ def evaluate(
     Returns:
         ``num_images``, ``psnr``, ``ssim``, ``ms_ssim``, ``lpips`` (= AlexNet, the paper's), ``lpips_vgg``,
         ``lpips_alex``, ``rfid``, ``fd_effnet_lite0`` (None when unavailable, see ``unavailable``),
-        ``codebook_usage``, ``index_entropy_bits``, ``perplexity`` (means over groups, with ``*_per_group``),
-        ``codebook_size``, ``num_groups``, ``bits_per_token``, ``bpp``, ``kl_bits`` (Gaussian family),
+        ``kid_inception``, ``kid_effnet_lite0`` (+ ``_std``), ``warnings`` (e.g. a Fréchet distance over fewer
+        images than feature dimensions), ``codebook_usage``, ``codebook_usage_vs_reachable`` (against
+        min(tokens, K)), ``num_tokens``, ``index_entropy_bits`` and ``index_entropy_bits_mm`` (Miller-Madow),
+        ``perplexity`` (means over groups, with ``*_per_group``), ``joint_entropy_bits`` (whole tokens, beside
+        ``bits_per_token_rate``), ``codebook_size``, ``num_groups``, ``bits_per_token``, ``bpp``, ``kl_bits``
+        (Gaussian family: mean/min/max, ``percentiles`` 1/50/99, ``in_band``),
         ``continuous`` (GQ: the image metrics of the posterior-mean reconstruction) and ``protocol``.
     """
     from gaussquant.encode import load_model, resolve_device
@@ -211,7 +232,7 @@ def _assemble(model: nn.Module, state: _State, dataset: Dataset, description: st
     image_size = int(first.shape[-1])
     results.update(_rate(model, state.tokens_per_image, image_size))
     results.update(_usage(state.usage))
-    results["kl_bits"] = _kl(state.kl, state.discrete)
+    results["kl_bits"] = _kl(state.kl, state.discrete, state.kl_target)
     if state.continuous is not None:
         cont = dict(state.continuous.compute())
         cont.pop("unavailable", None)

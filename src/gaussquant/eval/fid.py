@@ -21,6 +21,11 @@ Feature extractors (never downloaded, never random):
   last conv stage. Input: uint8 images resized bilinearly (antialiased) to 224 x 224, normalised as
   ``(x - 127) / 128`` (the TF EfficientNet-Lite preprocessing; checked to classify the bundled photos
   correctly). An offline proxy, reported under its own name and never as rFID.
+
+With fewer images than feature dimensions the covariances are singular and the distance depends strongly on
+the number of images: :meth:`FrechetDistance.compute` then logs a warning and keeps the sentence in
+``warning``. :meth:`FrechetDistance.kernel_distance` gives the unbiased KID (:mod:`gaussquant.eval.kid`)
+on the same features, which the streaming class then also stores (float32).
 """
 
 from __future__ import annotations
@@ -37,8 +42,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gaussquant.data.transforms import to_uint8
-from gaussquant.eval.streaming import StreamingSums
+from gaussquant.eval.streaming import StreamingSums, distributed_ready
 from gaussquant.losses.perceptual import find_weight_file
+
+logger = logging.getLogger(__name__)
 
 INCEPTION_FILE = "inception-2015-12-05.pt"
 INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4"
@@ -217,18 +224,25 @@ class FrechetDistance:
     Args:
         extractor: a module mapping images ``(B, 3, H, W)`` in [-1, 1] to ``(B, extractor.dim)``.
         device: where the float64 sums live.
+        keep_features: also store the features (CPU float32) for :meth:`kernel_distance`.
     """
 
-    def __init__(self, extractor: nn.Module, device: torch.device | str = "cpu") -> None:
+    def __init__(self, extractor: nn.Module, device: torch.device | str = "cpu", keep_features: bool = True) -> None:
         self.extractor = extractor
         self.real = FeatureStats(extractor.dim, device)
         self.fake = FeatureStats(extractor.dim, device)
+        self.keep_features = keep_features
+        self.features: tuple[list[Tensor], list[Tensor]] = ([], [])
+        self.warning: str | None = None
 
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Add a batch of originals and reconstructions ``(B, 3, H, W)`` in [-1, 1]."""
         features = self.extractor(torch.cat([x, x_hat]))  # one pass: half the per-call overhead
         self.real.update(features[: x.shape[0]])
         self.fake.update(features[x.shape[0] :])
+        if self.keep_features:
+            self.features[0].append(features[: x.shape[0]].detach().float().cpu())
+            self.features[1].append(features[x.shape[0] :].detach().float().cpu())
 
     @property
     def count(self) -> int:
@@ -237,15 +251,39 @@ class FrechetDistance:
     def merge(self, other: "FrechetDistance") -> None:
         self.real.merge(other.real)
         self.fake.merge(other.fake)
+        for mine, theirs in zip(self.features, other.features):
+            mine.extend(theirs)
 
     def all_reduce(self) -> None:
         self.real.all_reduce()
         self.fake.all_reduce()
+        if self.keep_features and distributed_ready():
+            import torch.distributed as dist
+
+            gathered: list = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, tuple(torch.cat(f) if f else None for f in self.features))
+            self.features = tuple([g[i] for g in gathered if g[i] is not None] for i in range(2))
 
     def reset(self) -> None:
         self.real.reset()
         self.fake.reset()
+        self.features = ([], [])
 
     def compute(self) -> float:
-        """The Fréchet distance between the real and reconstructed feature Gaussians."""
+        """The Fréchet distance between the real and reconstructed feature Gaussians (warns when n < dim)."""
+        n, dim = self.real.count, self.real.dim
+        if n < dim:
+            self.warning = (f"Fréchet distance over {n} images in {dim} feature dimensions: the covariances are "
+                            "singular and the value is biased and depends on the number of images; compare only "
+                            "at equal image counts, or read the kernel distance (KID) beside it")
+            logger.warning(self.warning)
         return frechet_distance(*self.real.mean_cov(), *self.fake.mean_cov())
+
+    def kernel_distance(self) -> tuple[float, float, int]:
+        """Unbiased KID ``(mean, std over subsets, subset size)`` of the stored features."""
+        from gaussquant.eval.kid import kernel_distance
+
+        if not self.keep_features:
+            raise ValueError("this FrechetDistance was built with keep_features=False: no KID")
+        real, fake = (torch.cat(f) if f else torch.zeros(0, self.real.dim) for f in self.features)
+        return kernel_distance(real, fake)

@@ -15,7 +15,10 @@ Protocol (also returned by :meth:`ReconstructionMetrics.protocol`):
   shorter side of at least 161 px, else reported as None with the reason;
 - **LPIPS**: v0.1 with VGG16 (``lpips_vgg``) and AlexNet (``lpips_alex``) on the uint8-rounded images;
   ``lpips`` repeats ``lpips_alex``, the usual evaluation choice; None when the weights are missing;
-- **rFID** and **fd_effnet_lite0**: see :mod:`gaussquant.eval.fid`.
+- **rFID** and **fd_effnet_lite0**: see :mod:`gaussquant.eval.fid` (a warning in ``warnings`` when there
+  are fewer images than feature dimensions);
+- **kid_inception** / **kid_effnet_lite0** (``*_std``): the unbiased kernel distance on the same features,
+  mean and std over subsets (:mod:`gaussquant.eval.kid`).
 """
 
 from __future__ import annotations
@@ -263,6 +266,17 @@ class ReconstructionMetrics:
         result["lpips"] = result["lpips_alex"]
         if result["lpips"] is None and "lpips_alex" in unavailable:
             unavailable["lpips"] = unavailable["lpips_alex"]
+        warnings: dict[str, str] = {}
+        for name, kid_name in (("rfid", "kid_inception"), ("fd_effnet_lite0", "kid_effnet_lite0")):
+            metric = self.metrics.get(name)
+            result[kid_name] = result[kid_name + "_std"] = result[kid_name + "_subset_size"] = None
+            if metric is None or result[name] is None:
+                unavailable[kid_name] = unavailable.get(name, f"{name} was not computed.")
+                continue
+            if metric.warning:
+                warnings[name] = metric.warning
+            result[kid_name], result[kid_name + "_std"], result[kid_name + "_subset_size"] = metric.kernel_distance()
+        result["warnings"] = warnings
         if self.codebook is not None and self.codebook.count > 0:
             result.update(self.codebook.compute())
         result["unavailable"] = unavailable
@@ -278,5 +292,7 @@ class ReconstructionMetrics:
             "lpips": "LPIPS v0.1 (AlexNet trunk); lpips_vgg / lpips_alex: v0.1 heads on torchvision ImageNet trunks",
             "rfid": "Frechet distance of Inception-v3 pool3 (2048-d, TorchScript inception-2015-12-05.pt, resized to 299 inside), float64 running statistics, reference = the originals",
             "fd_effnet_lite0": "Frechet distance of pooled EfficientNet-Lite0 features (1280-d, 224x224 bilinear, (x-127)/128); NOT comparable to FID",
-            "codebook_usage": "fraction of codes used at least once over the whole set, per group, mean over groups; entropy in bits from exact counts",
+            "kid": "unbiased MMD^2, cubic polynomial kernel (x.y/d + 1)^3, on the Frechet features; mean and std over 100 random subsets of min(1000, n) images (one subset when n <= 1000), seed 0",
+            "codebook_usage": "fraction of codes used at least once over the whole set, per group, mean over groups; codebook_usage_vs_reachable divides by min(tokens, K) instead of K",
+            "entropy": "index entropy in bits from exact counts (plug-in) and Miller-Madow corrected (_mm), per group, mean over groups; joint_entropy_bits: entropy of whole tokens (all groups of a position), beside bits_per_token_rate",
         }

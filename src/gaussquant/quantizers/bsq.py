@@ -47,7 +47,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
-from gaussquant.quantizers.vq import code_statistics
+from gaussquant.quantizers.code_stats import code_statistics
 
 MAX_INDEX_BITS = 62  # int64 indices
 MAX_ENTROPY_GROUP = 12  # the codebook term materialises (tokens x 2^size) per sub-group

@@ -23,7 +23,9 @@ class GaussianConfig:
     """Gaussian VAE bottleneck (TDC when ``target_bits`` is set, fixed ``kl_weight`` otherwise).
 
     ``factor``: the TDC multipliers' step f (docs/method.md section 3: 1.01; short CPU runs use a larger one so
-    that lambda can move far enough within a few hundred steps).
+    that lambda can move far enough within a few hundred steps). ``controller``: ``reference`` (the paper's
+    TDC, the default) or ``adaptive`` (band penalties and steps that grow with the violation; see
+    ``gaussquant.quantizers.gaussian``).
     """
 
     kind: ClassVar[str] = "gaussian"
@@ -34,6 +36,7 @@ class GaussianConfig:
     grouping: str = "contiguous"
     factor: float = 1.01
     tolerance_bits: float = 0.5
+    controller: str = "reference"
 
 
 @dataclass

@@ -9,6 +9,12 @@ the KL of every group of d channels in bits, shape (B, ..., G), and a rate loss 
   [T - tau, T + tau] around the target T = log2 K bits; or
 - "vanilla" (the ablation): kl_weight * (1/B) * sum over tokens and groups of kl.
 
+``controller="adaptive"`` selects :class:`AdaptiveRateController` instead: the same lambda on the mean, but
+inside the band weight 1 and outside it a weight that grows with the distance to the band
+(``1 + rho_above * excess / tau`` above, ``1 - rho_below * deficit / tau`` below, negative far below so that
+a starved group is pushed up), and every multiplier moves by ``factor ** e`` with ``e`` growing with the
+violation (the reference moves by ``factor ** +-1`` whatever the violation).
+
 The multipliers are registered buffers (checkpointed) and change only when the trainer calls
 ``update_rate_controller(kl_bits)`` once per generator step, never inside ``forward`` (so discriminator
 steps and evaluation leave them alone). Updates use statistics of the global batch (all-reduced when
@@ -31,7 +37,10 @@ from gaussquant.quantizers.base import BottleneckOutput, Bottleneck, check_laten
 from gaussquant.quantizers.grouping import check_grouping
 from gaussquant.quantizers.posterior import DiagonalGaussian
 
-__all__ = ["RateController", "GaussianBottleneck", "kl_stats"]
+__all__ = ["RateController", "AdaptiveRateController", "GaussianBottleneck", "kl_stats", "band_stats",
+           "posterior_stats", "CONTROLLERS"]
+
+CONTROLLERS = ("reference", "adaptive")
 
 MULTIPLIER_MAX_CLAMP = (1.0, 1e3)
 MULTIPLIER_MIN_CLAMP = (1e-3, 1.0)
@@ -49,6 +58,54 @@ def kl_stats(kl_bits: Tensor) -> dict[str, Tensor]:
     """Detached mean / min / max of per-group KL in bits (local batch), for logging."""
     kl = kl_bits.detach()
     return {"kl_bits_mean": kl.mean(), "kl_bits_min": kl.min(), "kl_bits_max": kl.max()}
+
+
+def band_stats(kl_bits: Tensor, target_bits: float, tolerance_bits: float) -> dict[str, Tensor]:
+    """Where the group KLs ``(B, ..., G)`` lie against the band T +- tau (local batch, detached, no sync).
+
+    ``kl_in_band`` / ``kl_above_band`` / ``kl_below_band``: fractions of group tokens (sum to 1);
+    ``kl_bits_p99``: 99th percentile of the group-token KL; ``kl_group_mean_max``: the largest over the G
+    groups of the group's mean KL over the batch.
+    """
+    kl = kl_bits.detach().float()
+    above = (kl > target_bits + tolerance_bits).float().mean()
+    below = (kl < target_bits - tolerance_bits).float().mean()
+    flat = kl.reshape(-1)
+    if flat.numel() > 1_000_000:  # torch.quantile has an input size limit; a strided subsample suffices
+        flat = flat[:: flat.numel() // 1_000_000 + 1]
+    return {"kl_in_band": 1.0 - above - below, "kl_above_band": above, "kl_below_band": below,
+            "kl_bits_p99": torch.quantile(flat, 0.99),
+            "kl_group_mean_max": kl.reshape(-1, kl.shape[-1]).mean(dim=0).max()}
+
+
+def posterior_stats(posterior: DiagonalGaussian) -> dict[str, Tensor]:
+    """The aggregate posterior against the prior N(0, 1) (local batch, detached, no sync).
+
+    ``posterior_mean_mean`` (prior: 0) and ``posterior_mean_std`` (spread of the posterior means over all
+    tokens and channels), ``posterior_std_mean`` (mean posterior std) and ``aggregate_var`` =
+    ``var(mean) + mean(std^2)``, the variance of the aggregate posterior (prior: 1).
+    """
+    mean, std = posterior.mean.detach().float(), posterior.std.detach().float()
+    spread = mean.std() if mean.numel() > 1 else torch.zeros((), device=mean.device)
+    return {"posterior_mean_mean": mean.mean(), "posterior_mean_std": spread, "posterior_std_mean": std.mean(),
+            "aggregate_var": spread.pow(2) + std.pow(2).mean()}
+
+
+def _global_band_stats(kl_bits: Tensor, low_edge: float, high_edge: float, dtype: torch.dtype
+                       ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Mean, max, min, fraction above ``high_edge`` and below ``low_edge`` of the global batch (0-d tensors).
+
+    One SUM all-reduce carries (sum, count, above, below); MAX and MIN carry the extremes. No host sync.
+    """
+    kl = kl_bits.detach().to(dtype)
+    total = torch.stack([kl.sum(), torch.full((), float(kl.numel()), dtype=dtype, device=kl.device),
+                         (kl > high_edge).sum().to(dtype), (kl < low_edge).sum().to(dtype)])
+    high, low = kl.max(), kl.min()
+    if distributed_ready():
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    return total[0] / total[1], high, low, total[2] / total[1], total[3] / total[1]
 
 
 class RateController(nn.Module):
@@ -92,14 +149,8 @@ class RateController(nn.Module):
 
     def _global_stats(self, kl_bits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Mean, max and min of kl_bits over the global batch (all ranks), as 0-d tensors."""
-        kl = kl_bits.detach().to(self.multiplier.dtype)
-        total = torch.stack([kl.sum(), torch.full((), float(kl.numel()), dtype=kl.dtype, device=kl.device)])
-        high, low = kl.max(), kl.min()
-        if distributed_ready():
-            dist.all_reduce(total, op=dist.ReduceOp.SUM)
-            dist.all_reduce(high, op=dist.ReduceOp.MAX)
-            dist.all_reduce(low, op=dist.ReduceOp.MIN)
-        return total[0] / total[1], high, low
+        t, tau = self.target_bits, self.tolerance_bits
+        return _global_band_stats(kl_bits, t - tau, t + tau, self.multiplier.dtype)[:3]
 
     @torch.no_grad()
     def update(self, kl_bits: Tensor) -> None:
@@ -143,6 +194,94 @@ class RateController(nn.Module):
         }
 
 
+class AdaptiveRateController(nn.Module):
+    """TDC with band penalties that grow with the violation and steps that grow with it too.
+
+    Weight of a group token with KL ``k`` (no gradient), ``T`` the target and ``tau`` the tolerance::
+
+        w = 1 + rho_above * max(k - (T + tau), 0) / tau - rho_below * max((T - tau) - k, 0) / tau
+
+    so the pull towards the band is proportional to the distance from it (the gradient of a quadratic
+    penalty), and far below the band ``w`` turns negative: the rate loss then rewards KL until the token
+    enters the band (the reference's weights are all positive and can only push a token down). The loss is
+    ``lambda * (1/B) * sum of w * k``, as for :class:`RateController`.
+
+    Updates (once per generator step, from all-reduced statistics of the global batch, no host sync), each
+    a multiplicative step ``factor ** e`` whose exponent grows with the violation:
+
+    - lambda: ``e = clip((mean - T) / tau, -max_gain, max_gain)`` (the reference: ``e = sign(mean - T)``);
+    - rho_above: ``e = clip((f_above - goal) / goal, -1, max_gain)``, ``f_above`` the fraction of group
+      tokens above the band and ``goal`` = ``out_of_band_goal`` (0.2); rho_below likewise below the band.
+
+    Args:
+        target_bits, tolerance_bits, factor, multiplier_clamp: as for :class:`RateController`.
+        out_of_band_goal: fraction of group tokens allowed on each side of the band (0 < goal < 0.5).
+        max_gain: largest exponent of one step (4: at most ``factor ** 4`` per step).
+        penalty_clamp: range of rho_above and rho_below (start at 1).
+    """
+
+    def __init__(
+        self,
+        target_bits: float,
+        tolerance_bits: float = 0.5,
+        factor: float = 1.01,
+        multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
+        out_of_band_goal: float = 0.2,
+        max_gain: float = 4.0,
+        penalty_clamp: tuple[float, float] = (1e-3, 1e2),
+    ) -> None:
+        super().__init__()
+        RateController(target_bits, tolerance_bits, factor, multiplier_clamp)  # the same argument checks
+        if not (0 < out_of_band_goal < 0.5) or not (max_gain >= 1) or not (0 < penalty_clamp[0] <= 1 <= penalty_clamp[1]):
+            raise ValueError("need 0 < out_of_band_goal < 0.5, max_gain >= 1 and 0 < penalty_clamp[0] <= 1 <= "
+                             f"penalty_clamp[1]; got {out_of_band_goal}, {max_gain}, {penalty_clamp}")
+        if tolerance_bits <= 0:
+            raise ValueError(f"the adaptive controller needs tolerance_bits > 0 (it scales the penalty); got {tolerance_bits}")
+        self.target_bits, self.tolerance_bits, self.factor = float(target_bits), float(tolerance_bits), float(factor)
+        self.multiplier_clamp = (float(multiplier_clamp[0]), float(multiplier_clamp[1]))
+        self.penalty_clamp = (float(penalty_clamp[0]), float(penalty_clamp[1]))
+        self.out_of_band_goal, self.max_gain = float(out_of_band_goal), float(max_gain)
+        self.register_buffer("multiplier", torch.ones(()))
+        self.register_buffer("penalty_above", torch.ones(()))
+        self.register_buffer("penalty_below", torch.ones(()))
+
+    def extra_repr(self) -> str:
+        return (f"target_bits={self.target_bits:g}, tolerance_bits={self.tolerance_bits:g}, factor={self.factor:g}, "
+                f"out_of_band_goal={self.out_of_band_goal:g}, max_gain={self.max_gain:g}")
+
+    @torch.no_grad()
+    def update(self, kl_bits: Tensor) -> None:
+        """One step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync."""
+        _check_kl(kl_bits)
+        t, tau, goal, gain = self.target_bits, self.tolerance_bits, self.out_of_band_goal, self.max_gain
+        mean, _, _, above, below = _global_band_stats(kl_bits, t - tau, t + tau, self.multiplier.dtype)
+        log_f = math.log(self.factor)
+        self.multiplier.mul_(torch.exp(log_f * ((mean - t) / tau).clamp(-gain, gain))).clamp_(*self.multiplier_clamp)
+        self.penalty_above.mul_(torch.exp(log_f * ((above - goal) / goal).clamp(-1.0, gain))).clamp_(*self.penalty_clamp)
+        self.penalty_below.mul_(torch.exp(log_f * ((below - goal) / goal).clamp(-1.0, gain))).clamp_(*self.penalty_clamp)
+
+    def weights(self, kl_bits: Tensor) -> Tensor:
+        """Per-group weight w (no gradient; see the class docstring), same shape as ``kl_bits``."""
+        kl = kl_bits.detach()
+        t, tau = self.target_bits, self.tolerance_bits
+        excess = (kl - (t + tau)).clamp_min(0.0) / tau
+        deficit = ((t - tau) - kl).clamp_min(0.0) / tau
+        return 1.0 + self.penalty_above.to(kl.dtype) * excess - self.penalty_below.to(kl.dtype) * deficit
+
+    def loss(self, kl_bits: Tensor) -> Tensor:
+        """lambda * batch mean of each image's sum of weighted group KLs: a scalar in bits per image."""
+        _check_kl(kl_bits)
+        weighted = (self.weights(kl_bits) * kl_bits).flatten(1).sum(dim=1).mean()
+        return self.multiplier.to(kl_bits.dtype) * weighted
+
+    def stats(self) -> dict[str, Tensor]:
+        return {
+            "multiplier": self.multiplier.detach().clone(),
+            "penalty_above": self.penalty_above.detach().clone(),
+            "penalty_below": self.penalty_below.detach().clone(),
+        }
+
+
 class GaussianBottleneck(Bottleneck):
     """Gaussian VAE bottleneck with per-group KL and a TDC or fixed-weight rate loss.
 
@@ -152,7 +291,9 @@ class GaussianBottleneck(Bottleneck):
         target_bits: TDC target T per group in bits (log2 K). Exactly one of target_bits / kl_weight.
         kl_weight: fixed weight of the KL in bits (the "vanilla" ablation, no TDC).
         grouping: ``contiguous`` or ``strided`` (docs/method.md section 2).
-        tolerance_bits, factor, multiplier_clamp: passed to :class:`RateController`.
+        tolerance_bits, factor, multiplier_clamp: passed to the rate controller.
+        controller: ``reference`` (:class:`RateController`, the paper's; the default) or ``adaptive``
+            (:class:`AdaptiveRateController`).
     """
 
     def __init__(
@@ -166,8 +307,11 @@ class GaussianBottleneck(Bottleneck):
         tolerance_bits: float = 0.5,
         factor: float = 1.01,
         multiplier_clamp: tuple[float, float] = (1e-6, 1e6),
+        controller: str = "reference",
     ) -> None:
         super().__init__()
+        if controller not in CONTROLLERS:
+            raise ValueError(f"controller must be one of {CONTROLLERS}; got {controller!r}")
         self.num_groups = check_grouping(latent_channels, codebook_dim, grouping)
         if (target_bits is None) == (kl_weight is None):
             raise ValueError(
@@ -181,12 +325,14 @@ class GaussianBottleneck(Bottleneck):
         self.codebook_dim = codebook_dim
         self.grouping = grouping
         self.kl_weight = None if kl_weight is None else float(kl_weight)
-        self.rate_controller: RateController | None = None
+        self.controller = controller
+        self.rate_controller: RateController | AdaptiveRateController | None = None
         if target_bits is not None:
-            self.rate_controller = RateController(target_bits, tolerance_bits, factor, multiplier_clamp)
+            cls = AdaptiveRateController if controller == "adaptive" else RateController
+            self.rate_controller = cls(target_bits, tolerance_bits, factor, multiplier_clamp)
 
     def extra_repr(self) -> str:
-        mode = "tdc" if self.rate_controller is not None else f"vanilla kl_weight={self.kl_weight:g}"
+        mode = f"tdc ({self.controller})" if self.rate_controller is not None else f"vanilla kl_weight={self.kl_weight:g}"
         return (
             f"latent_channels={self.latent_channels}, codebook_dim={self.codebook_dim}, "
             f"num_groups={self.num_groups}, grouping={self.grouping}, {mode}"
@@ -212,9 +358,10 @@ class GaussianBottleneck(Bottleneck):
         posterior = DiagonalGaussian.from_moments(h)
         z_hat = posterior.sample(generator) if self.training else posterior.mode()
         kl_bits = posterior.group_kl_bits(self.codebook_dim, self.grouping)
-        stats = kl_stats(kl_bits)
+        stats = {**kl_stats(kl_bits), **posterior_stats(posterior)}
         if self.rate_controller is not None:
-            stats.update(self.rate_controller.stats())
+            rc = self.rate_controller
+            stats.update(**band_stats(kl_bits, rc.target_bits, rc.tolerance_bits), **rc.stats())
         return BottleneckOutput(
             z_hat=z_hat,
             indices=None,

@@ -34,6 +34,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
+from gaussquant.quantizers.code_stats import code_statistics
 from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint
 from gaussquant.quantizers.gaussian import GaussianBottleneck, RateController, kl_stats
 from gaussquant.quantizers.grouping import check_grouping, from_groups, to_groups
@@ -53,14 +54,6 @@ class _StraightThrough(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[None, Tensor]:  # type: ignore[override]
         return None, grad
-
-
-def _codebook_stats(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
-    """Batch codebook usage (fraction of codewords hit) and perplexity (exp of the index entropy)."""
-    counts = torch.bincount(indices.flatten(), minlength=codebook_size).float()
-    probs = counts / counts.sum().clamp_min(1.0)
-    entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
-    return {"usage": (counts > 0).float().mean(), "perplexity": entropy.exp()}
 
 
 class GaussianQuantizer(DiscreteBottleneck):
@@ -236,7 +229,7 @@ class GaussianQuantizer(DiscreteBottleneck):
             z_hat = _StraightThrough.apply(z_hat, z)
         kl_bits = posterior.group_kl_bits(self.codebook_dim, self.grouping)
         stats = kl_stats(kl_bits)
-        stats.update(_codebook_stats(indices, self.codebook_size))
+        stats.update(code_statistics(indices, self.codebook_size))
         losses: dict[str, Tensor] = {}
         if self.rate_controller is not None:
             losses["rate"] = self.rate_controller.loss(kl_bits)

@@ -39,7 +39,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
-from gaussquant.quantizers.vq import code_statistics
+from gaussquant.quantizers.code_stats import code_statistics
 
 LFQ = import_optional("vector_quantize_pytorch", package="vector-quantize-pytorch", extra="baselines",
                       needed_for="the LFQ baseline").LFQ

@@ -49,6 +49,7 @@ from gaussquant.quantizers.base import (
     indices_last,
     indices_layout,
 )
+from gaussquant.quantizers.code_stats import code_statistics
 from gaussquant.quantizers.posterior import DiagonalGaussian
 
 INPUTS = ("mean", "sample")
@@ -145,10 +146,7 @@ class TokenBridgeQuantizer(DiscreteBottleneck):
             z_last, posterior = self._latent(h, generator)
             idx = self._indices_last(z_last)
             z_hat = channels_back(self._values_last(idx), h.dim())
-        counts = torch.bincount(idx.reshape(-1), minlength=self.codebook_size).double()
-        probs = counts / counts.sum().clamp_min(1.0)
-        entropy_bits = -(probs * probs.clamp_min(1e-30).log2()).sum()
-        stats = {"usage": (counts > 0).float().mean(), "index_entropy_bits": entropy_bits.float()}
+        stats = code_statistics(idx, self.codebook_size)
         return BottleneckOutput(z_hat=z_hat, indices=indices_layout(idx, h.dim()), stats=stats,
                                 posterior=posterior, kl_bits=channels_last(posterior.kl_bits()).detach())
 

@@ -44,6 +44,7 @@ from gaussquant.quantizers.base import (
     indices_layout,
 )
 from gaussquant.quantizers.grouping import check_grouping, from_groups, to_groups
+from gaussquant.quantizers.code_stats import code_statistics
 
 
 def _all_reduce_sum_(t: Tensor) -> Tensor:
@@ -51,14 +52,6 @@ def _all_reduce_sum_(t: Tensor) -> Tensor:
     if distributed_ready():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
-
-
-def code_statistics(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
-    """Batch usage (fraction of codes hit) and perplexity (exp of the index entropy, nats) of int64 indices."""
-    counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).double()
-    probs = counts / counts.sum().clamp_min(1.0)
-    entropy = -(probs * probs.clamp_min(1e-30).log()).sum()
-    return {"usage": (counts > 0).double().mean().float(), "perplexity": entropy.exp().float()}
 
 
 class VectorQuantizer(DiscreteBottleneck):
