@@ -28,7 +28,12 @@ def _cripple_fsq(monkeypatch):
         m = build(model, method, *args, **kwargs)
         if method == "fsq":
             decode, noise = m.decode, torch.Generator().manual_seed(0)
-            m.decode = lambda z: (decode(z) + torch.randn(decode(z).shape, generator=noise)).clamp(-1, 1)
+
+            def noisy_decode(z):
+                x_hat = decode(z)
+                return (x_hat + torch.randn(x_hat.shape, generator=noise)).clamp(-1, 1)
+
+            m.decode = noisy_decode
         return m
 
     monkeypatch.setattr(quality, "_discrete_model", crippled)

@@ -31,10 +31,13 @@ def test_best_time_repeats_short_calls_until_the_time_is_filled():
 def _recording(monkeypatch):
     """Wrap the benchmarked search paths so every call's input (the mean tensor) and output are kept."""
     calls: dict[int, list[tuple[str, torch.Tensor]]] = {}
+    inputs: list[torch.Tensor] = []  # kept alive so that no two inputs share an id
 
     def wrap(name, fn):
         def recorded(mean, *args, **kwargs):
             out = fn(mean, *args, **kwargs)
+            if not any(m is mean for m in inputs):
+                inputs.append(mean)
             calls.setdefault(id(mean), []).append((name, out.clone()))
             return out
 

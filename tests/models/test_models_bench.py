@@ -2,8 +2,11 @@
 
 from types import SimpleNamespace
 
+import torch
+
 from gaussquant.bench import models as models_bench
 from gaussquant.bench.models import ModelBenchRow, _measure, format_table
+from gaussquant.models.presets import ModelConfig
 
 
 def test_measure_and_table():
@@ -17,11 +20,10 @@ def test_measure_and_table():
 def test_measure_reports_the_work_it_timed(monkeypatch):
     """With a fake clock (0.5 s for the timed loop), the row's throughput is exactly batch x steps / 0.5 s
     and its ms/step 500 / steps; the model ran steps + 1 forward passes (one warm-up) at the asked batch;
-    params_m counts every parameter of the model that ran; the memory figures are at least what the
-    timed steps must hold: the gradients of every parameter (step peak) on top of the weights (peak RSS).
+    params_m counts every parameter of the model that ran.
 
-    Catches: a throughput that forgets the steps or the batch, a warm-up inside the timed loop, parameters
-    counted for one half of the model, and a step peak taken after the warm-up (which hides the step).
+    Catches: a throughput that forgets the steps or the batch, a warm-up inside the timed loop, and
+    parameters counted for one half of the model.
     """
     ticks = iter([100.0, 100.5])
     monkeypatch.setattr(models_bench, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
@@ -40,8 +42,42 @@ def test_measure_reports_the_work_it_timed(monkeypatch):
     assert row.images_per_s == batch * steps / 0.5
     assert abs(row.ms_per_step - 500.0 / steps) < 1e-9
     assert batches == [batch] * (steps + 1)
-    params = sum(p.numel() for p in built[0].parameters())
-    assert row.params_m == params / 1e6
-    grads_mib = 4 * params / 2**20  # float32 gradients, set to None before every step
-    assert row.step_peak_mib >= grads_mib
-    assert row.peak_rss_mib >= row.step_peak_mib + grads_mib  # the weights were resident before the steps
+    assert row.params_m == sum(p.numel() for p in built[0].parameters()) / 1e6
+
+
+def _saved_activation_mib(arch: str, image_size: int, batch_size: int) -> float:
+    """MiB of the distinct non-parameter tensors autograd saves for backward in one forward of the
+    benchmarked model: all alive at once at the end of the forward, so a lower bound on a step's peak."""
+    cfg = ModelConfig(arch=arch, image_size=image_size)
+    model = models_bench.build_autoencoder(cfg, models_bench._PassThrough(cfg.z_channels)).train()
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = torch.rand(batch_size, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(saved.values()) / 2**20
+
+
+def test_memory_figures_hold_at_least_one_steps_activations():
+    """In the benchmark's own fresh worker process, the step peak is at least half the activations autograd
+    saves in one forward (about 170 MiB here; the half allows for memory freed while building the model and
+    reused without growing the resident set), and the peak RSS at least the step peak plus the weights.
+    Catches: a step peak taken after the warm-up (it then reads 8-22 MiB: the warm-up already set the
+    maximum) and figures in the wrong unit (KiB or GiB for MiB).
+
+    64 px x 8 images: the step dwarfs the process' import-time peak; at 16 px x 2 the lifetime maximum RSS
+    that ``ru_maxrss`` reports was sometimes set before the steps (step peak 0).
+    """
+    (row,) = models_bench.run(("unet-tiny",), image_size=64, batch_size=8, steps=1, seed=0, threads=1)
+    activations_mib = _saved_activation_mib("unet-tiny", 64, 8)
+    assert activations_mib > 50
+    assert row.step_peak_mib >= 0.5 * activations_mib, (row.step_peak_mib, activations_mib)
+    assert row.peak_rss_mib >= row.step_peak_mib + 4 * row.params_m * 1e6 / 2**20
+    assert row.peak_rss_mib < 4096  # MiB: a tiny model in one process
