@@ -70,7 +70,9 @@ def test_memory_figures_hold_at_least_one_steps_activations():
     saves in one forward (about 170 MiB here; the half allows for memory freed while building the model and
     reused without growing the resident set), and the peak RSS at least the step peak plus the weights.
     Catches: a step peak taken after the warm-up (it then reads 8-22 MiB: the warm-up already set the
-    maximum) and figures in the wrong unit (KiB or GiB for MiB).
+    maximum), figures in the wrong unit (KiB or GiB for MiB), and a peak read from ``ru_maxrss``, which a
+    spawned worker inherits from its parent on Linux (under the full test suite, a parent of about 660 MiB,
+    the step peak then read 0).
 
     64 px x 8 images: the step dwarfs the process' import-time peak; at 16 px x 2 the lifetime maximum RSS
     that ``ru_maxrss`` reports was sometimes set before the steps (step peak 0).
