@@ -1,14 +1,46 @@
-"""A reduced ``bench quality`` end to end: 2 training steps, GQ and FSQ, one rate, one seed."""
+"""A reduced ``bench quality`` end to end: 2 training steps, GQ and FSQ, one rate, one seed.
+
+FSQ is deliberately crippled (its reconstructions get N(0, 1) noise) and must come out last on PSNR and
+SSIM (not on FD: over 4 images of a 2-step model, whose reconstructions are nearly constant, added noise
+brings the feature statistics closer to real images' and lowers FD). GQ at K = 2 is not used as the crippled method: after 2 training steps the decoder hardly depends on
+its latent, so GQ at K = 2 and K = 256 score within noise of each other (8.55 vs 8.57 dB, FD the other way
+round in one run); corrupted reconstructions are worst at any training length. Catches: a PSNR whose sign
+or ratio is inverted, metrics computed on the wrong pair (e.g. the input against itself), an evaluation
+that does not use the model the bench built for the method, and rows attributed to the wrong method.
+"""
 
 import json
 
 import pytest
+import torch
 
 from gaussquant.bench.quality import QualityConfig, run
 from gaussquant.bench.quality_report import aggregate, format_table
 
 
+def _cripple_fsq(monkeypatch):
+    """FSQ's evaluated model decodes to its reconstruction plus N(0, 1) noise (seeded), clamped to [-1, 1]."""
+    import gaussquant.bench.quality as quality
+
+    build = quality._discrete_model
+
+    def crippled(model, method, *args, **kwargs):
+        m = build(model, method, *args, **kwargs)
+        if method == "fsq":
+            decode, noise = m.decode, torch.Generator().manual_seed(0)
+
+            def noisy_decode(z):
+                x_hat = decode(z)
+                return (x_hat + torch.randn(x_hat.shape, generator=noise)).clamp(-1, 1)
+
+            m.decode = noisy_decode
+        return m
+
+    monkeypatch.setattr(quality, "_discrete_model", crippled)
+
+
 def test_bench_quality_reduced(tmp_path, monkeypatch):
+    _cripple_fsq(monkeypatch)
     cfg = QualityConfig(archs=("unet",), rates=(8,), seeds=(0,), methods=("gq", "fsq"), steps=2, eval_crops=4,
                         out=str(tmp_path / "bq"), jobs=1, fd=True)
     summary = run(cfg, progress=False)
@@ -22,6 +54,8 @@ def test_bench_quality_reduced(tmp_path, monkeypatch):
         assert r["eval_images"] == 4 and 0 <= r["usage"] <= 1 and r["psnr"] > 0 and r["fd"] is not None
         assert r["kid"] is not None and r["num_tokens"] == 4 * 64 and r["usage_vs_reachable"] >= r["usage"]
     assert gq["continuous_psnr"] is not None  # GQ keeps the continuous path for the conversion gap
+    # the crippled method ranks last on the pixel metrics
+    assert fsq["psnr"] < gq["psnr"] - 1.0 and fsq["ssim"] < gq["ssim"], (gq["psnr"], fsq["psnr"], gq["ssim"], fsq["ssim"])
     out = tmp_path / "bq"
     assert json.loads((out / "results.json").read_text())["rows"] == rows
     assert (out / "figures" / "rd_unet.png").is_file()

@@ -6,6 +6,7 @@ and ``decoder.`` (the reference's LightningModule uses the same two prefixes).
 """
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -62,9 +63,19 @@ def test_unet_paper_direct_constructor_matches_preset():
 
 
 def test_paper_parameter_counts():
+    """The UNet's parameter counts equal those of the reference's state dict (the fixture's shapes), counted
+    over parameters only (so a tensor registered as a buffer instead of a parameter, e.g. a frozen norm,
+    is caught as well as any changed width, block count or bias).
+
+    The literals are the fixture's totals (35.3M encoder + 51.6M decoder, as in its README), asserted too so
+    that an edited fixture is caught.
+    """
+    reference = json.loads(FIXTURE.read_text())
+    expected = {part: sum(math.prod(shape) for shape in reference[part].values()) for part in ("encoder", "decoder")}
+    assert expected == {"encoder": 35_325_856, "decoder": 51_648_771}
     enc, dec = _paper("unet-paper")
-    assert _count(enc) == 35_325_856  # 35.3M
-    assert _count(dec) == 51_648_771  # 51.6M
+    assert _count(enc) == expected["encoder"]
+    assert _count(dec) == expected["decoder"]
     enc, dec = _paper("vit-paper")
     assert _count(enc) == 86_016_032  # 86.0M, the reference's (fixture)
     assert _count(dec) == 88_809_408  # 88.8M

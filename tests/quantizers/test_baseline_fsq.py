@@ -73,3 +73,50 @@ def test_refuses_codebooks_too_large_for_exact_indices():
         FiniteScalarQuantizer([16] * 7)
     with pytest.raises(ValueError, match=">= 3"):
         FiniteScalarQuantizer([2, 4])
+
+
+# Level numbers (digits) of two tokens x two groups for levels [3, 4, 5], and their indices computed by hand:
+# first_least_significant: n0 + 3 n1 + 12 n2 (FSQ paper); first_most_significant: 20 n0 + 5 n1 + n2 (GQ reference).
+_DIGITS = [[(2, 1, 3), (0, 3, 1)], [(1, 0, 4), (2, 1, 3)]]  # (token, group, channel)
+_HAND = {
+    "first_least_significant": [[2 + 3 * 1 + 12 * 3, 0 + 3 * 3 + 12 * 1], [1 + 0 + 12 * 4, 2 + 3 * 1 + 12 * 3]],
+    "first_most_significant": [[20 * 2 + 5 * 1 + 3, 0 + 5 * 3 + 1], [20 * 1 + 0 + 4, 20 * 2 + 5 * 1 + 3]],
+}
+
+
+@pytest.mark.parametrize("order", sorted(_HAND))
+def test_index_order_numbers_codes_as_computed_by_hand(order):
+    """Indices of known level numbers equal the hand-computed mixed-radix numbers in either order, the codes
+    are the same whichever order numbers them, and dequantize inverts quantize.
+
+    Catches: the option ignored (both orders giving the library's numbering), weights reversed
+    (prod(levels[:i]) vs prod(levels[i+1:]) swapped), dequantize not undoing the renumbering, and groups
+    mixed up when renumbering.
+    """
+    from gaussquant.quantizers.build import FSQConfig, build_bottleneck
+
+    levels = [3, 4, 5]
+    q = build_bottleneck(FSQConfig(levels=levels, num_groups=2, index_order=order)).eval()
+    assert q.index_order == order
+    half = torch.tensor([n // 2 for n in levels] * 2, dtype=torch.float32)
+    digits = torch.tensor([[c for g in token for c in g] for token in _DIGITS], dtype=torch.float32)  # (2, 6)
+    codes = ((digits - half) / half)[None]  # (B=1, L=2, C=6): the code of each level number
+    h = _inverse(FiniteScalarQuantizer(levels), codes.reshape(1, 4, 3)).reshape(1, 2, 6)
+    out = q(h)
+    assert torch.equal(out.z_hat, codes)
+    assert out.indices.tolist() == [_HAND[order]]  # (B, L, G)
+    assert torch.equal(q.dequantize(torch.tensor([_HAND[order]])), codes)
+    every = torch.arange(q.codebook_size).repeat_interleave(2).reshape(1, -1, 2)
+    assert torch.equal(q.quantize(_inverse_groups(q, q.dequantize(every))), every)
+
+
+def _inverse_groups(q: FiniteScalarQuantizer, codes: torch.Tensor) -> torch.Tensor:
+    b, n, c = codes.shape
+    return _inverse(FiniteScalarQuantizer(q.levels), codes.reshape(b, n * q.num_groups, c // q.num_groups)).reshape(
+        b, n, c)
+
+
+def test_index_order_default_and_bad_value():
+    assert FiniteScalarQuantizer([8, 5]).index_order == "first_least_significant"
+    with pytest.raises(ValueError, match="index_order"):
+        FiniteScalarQuantizer([8, 5], index_order="big")

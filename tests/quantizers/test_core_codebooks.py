@@ -1,10 +1,12 @@
 """Gaussian codebooks: the reference recipe bit for bit, fingerprints, specs (docs/method.md section 4)."""
 
+import hashlib
 import logging
 
 import numpy as np
 import pytest
 import scipy.special
+import scipy.stats
 import torch
 
 from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint, gaussian_codebook
@@ -33,11 +35,42 @@ def test_float64_sobol_points_would_change_codewords():
     assert not torch.equal(other, gaussian_codebook(4096, 16))
 
 
-def test_paper_codebook_fingerprint_is_pinned():
+# SHA-256 of the float32 little-endian bytes of sobol codebooks, computed outside gaussquant (the
+# independent recipe in _independent_sha256 below, torch 2.x SobolEngine + scipy.stats.norm.ppf + hashlib).
+# The paper's K = 2^16 codebooks for d in {16, 8, 4, 1}, plus a few other sizes and seeds.
+PINNED_SHA256 = {
+    (65536, 16, 42): PAPER_D16_SHA256,
+    (65536, 8, 42): "e8a016842c323b79581e085a85ed63788b917c439cc7c85d2d38c7f56ba6e42b",
+    (65536, 4, 42): "984ac78517a6dfa0a335e335071ccb54ad877f4b58169699c5a7d544dea28069",
+    (65536, 1, 42): "8566b45d3ecbcfab2199534355b8e33f61ffe9f7c889cb77afe3f99216d99287",
+    (1000, 4, 7): "bd2bf4483ab3e182526f34d719ee6b4c0657f29e9523d651638c2dc0442b1ca6",
+    (4096, 8, 0): "968a96b0bf84ba2e2dd410ae1a7c6eeec8c7a8a37900cd673c70e546b75a8c57",
+}
+
+
+def _independent_sha256(k: int, d: int, seed: int) -> str:
+    """The reference's recipe with no gaussquant code: scrambled Sobol points drawn in float32, the normal
+    inverse CDF (scipy.stats.norm.ppf) in float64, cast to float32, hashed as little-endian bytes."""
+    u = torch.quasirandom.SobolEngine(d, scramble=True, seed=seed).draw(k, dtype=torch.float32).numpy()
+    assert ((u > 0) & (u < 1)).all()  # no clamped edge value in these cases
+    codebook = scipy.stats.norm.ppf(u.astype(np.float64)).astype("<f4")
+    return hashlib.sha256(np.ascontiguousarray(codebook).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("k,d,seed", list(PINNED_SHA256))
+def test_codebook_fingerprint_is_pinned_and_computed_independently(k, d, seed):
+    """The pinned digests are reproduced by the independent recipe (so a change in PyTorch's Sobol engine
+    or scipy is caught here) and by gaussquant's codebook and fingerprint (so a change in our recipe, e.g.
+    Sobol points drawn in float64, torch's ndtri in float32, a dropped scramble or seed, or a fingerprint
+    of other bytes, is caught)."""
+    assert _independent_sha256(k, d, seed) == PINNED_SHA256[(k, d, seed)]
+    codebook = gaussian_codebook(k, d, seed=seed)
+    assert codebook_fingerprint(codebook) == PINNED_SHA256[(k, d, seed)]
+
+
+def test_paper_codebook_is_roughly_standard_normal():
     codebook = gaussian_codebook(2**16, 16)
-    assert codebook_fingerprint(codebook) == PAPER_D16_SHA256
     assert torch.isfinite(codebook).all()
-    # roughly standard normal per entry
     assert abs(float(codebook.mean())) < 0.01 and abs(float(codebook.std()) - 1) < 0.01
 
 

@@ -8,7 +8,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint, gaussian_codebook
-from gaussquant.quantizers.gaussian import GaussianBottleneck
+from gaussquant.quantizers.gaussian import GaussianBottleneck, RateController
 from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
 from gaussquant.quantizers.search import gq_search
 
@@ -63,12 +63,82 @@ def test_straight_through_forwards_the_codeword_and_backpropagates_to_the_sample
     assert not plain.z_hat.requires_grad
 
 
-def test_target_bits_adds_a_rate_loss_and_a_controller():
-    q = GaussianQuantizer(4, 16, 2, target_bits=4.0)
-    out = q(_h((2, 8, 2, 2)))
-    assert set(out.losses) == {"rate"} and "multiplier" in out.stats
+def _kl_bits_by_hand(mean: list[float], logvar: list[float]) -> float:
+    """KL(N(mean, exp(logvar)) || N(0, I)) of one group, in bits, from the closed form (method.md section 2)."""
+    nats = sum(0.5 * (m * m + math.exp(lv) - 1.0 - lv) for m, lv in zip(mean, logvar))
+    return nats / math.log(2.0)
+
+
+def test_target_bits_rate_value_and_one_update_by_hand():
+    """The rate is lambda * mean over images of the band-weighted sum of group KLs in bits, and one update
+    moves each multiplier by exactly f in the direction the method fixes (method.md section 3).
+
+    Expected values are computed here from the closed-form KL, not by the library. Catches: KL in nats
+    instead of bits, a wrong per-image reduction (mean instead of sum over groups), weights assigned to the
+    wrong side of the band, an update in the wrong direction or by the wrong factor, and the multipliers not
+    reaching the loss.
+    """
+    t, tau, f = 4.0, 0.5, 1.01  # GaussianQuantizer's controller defaults: band [3.5, 4.5]
+    q = GaussianQuantizer(4, 16, 2, target_bits=t)
+    # (B=2, 2C=8, H=1, W=2): channels 0-3 mean, 4-7 logvar; contiguous groups {0, 1} and {2, 3}
+    mean = [[[2.0, 1.0], [2.0, 0.5], [2.0, 1.0], [1.2, 0.3]], [[0.1, 2.5], [0.2, 0.0], [1.0, 1.5], [1.0, 1.5]]]
+    logvar = [[[0.0, -1.0], [0.0, 0.5], [0.0, 0.0], [0.0, -0.5]], [[0.0, 0.0], [0.3, 0.0], [-2.0, 0.0], [0.0, 0.0]]]
+    h = torch.cat([torch.tensor(mean)[:, :, None, :], torch.tensor(logvar)[:, :, None, :]], dim=1)
+    expect = [[[_kl_bits_by_hand([mean[b][2 * g][w], mean[b][2 * g + 1][w]],
+                                 [logvar[b][2 * g][w], logvar[b][2 * g + 1][w]]) for g in range(2)]
+               for w in range(2)] for b in range(2)]  # (B, W, G) as kl_bits is (B, H=1, W, G)
+    flat = [v for b in expect for w in b for v in w]
+    assert max(flat) > t + tau and min(flat) < t - tau and any(t - tau <= v <= t + tau for v in flat)
+    out = q(h)
+    torch.testing.assert_close(out.kl_bits, torch.tensor(expect)[:, None], rtol=1e-6, atol=1e-6)
+    # all multipliers start at 1: the rate is the batch mean of each image's summed KL
+    rate0 = sum(sum(v for w in b for v in w) for b in expect) / 2
+    assert out.losses["rate"].item() == pytest.approx(rate0, rel=1e-6)
+
     q.update_rate_controller(out.kl_bits)
+    mean_kl = sum(flat) / len(flat)
+    lam = f if mean_kl > t else 1 / f
+    lam_max, lam_min = f, 1 / f  # some group above the band, some below
+    rc = q.rate_controller
+    assert rc.multiplier.item() == pytest.approx(lam, rel=1e-6)
+    assert rc.multiplier_max.item() == pytest.approx(lam_max, rel=1e-6)
+    assert rc.multiplier_min.item() == pytest.approx(lam_min, rel=1e-6)
+
+    def weight(v):
+        return lam_max if v > t + tau else lam_min if v < t - tau else 1.0
+
+    rate1 = lam * sum(sum(weight(v) * v for w in b for v in w) for b in expect) / 2
+    assert q(h).losses["rate"].item() == pytest.approx(rate1, rel=1e-6)
     assert "rate_controller.multiplier" in q.state_dict()
+
+
+def test_rate_controller_moves_by_the_factor_and_respects_its_clamps():
+    """Repeated updates multiply by exactly f per step until the clamps: lambda in multiplier_clamp,
+    lambda_max in [1, 1e3], lambda_min in [1e-3, 1] (method.md section 3).
+
+    Catches: a missing or wrong clamp, lambda_max falling below 1 or lambda_min rising above 1, a factor
+    applied twice, and the mean decision using the max or min instead of the mean.
+    """
+    rc = RateController(4.0, tolerance_bits=0.5, factor=10.0, multiplier_clamp=(0.01, 100.0))
+    above = torch.full((2, 3), 9.0)  # every group above the band
+    history = []
+    for _ in range(4):
+        rc.update(above)
+        history.append((rc.multiplier.item(), rc.multiplier_max.item(), rc.multiplier_min.item()))
+    # lambda up to its clamp 100, lambda_max up to 1e3, lambda_min pushed up but held at 1
+    expect = [(10.0, 10.0, 1.0), (100.0, 100.0, 1.0), (100.0, 1000.0, 1.0), (100.0, 1000.0, 1.0)]
+    for got, want in zip(history, expect):
+        assert got == pytest.approx(want, rel=1e-6)
+    below = torch.tensor([[0.0, 0.5, 3.0]])  # every group below the band
+    for want in [(10.0, 100.0, 0.1), (1.0, 10.0, 0.01), (0.1, 1.0, 0.001), (0.01, 1.0, 0.001), (0.01, 1.0, 0.001)]:
+        rc.update(below)
+        assert (rc.multiplier.item(), rc.multiplier_max.item(), rc.multiplier_min.item()) == pytest.approx(
+            want, rel=1e-5)
+    # a mean above T with a minimum below the band: lambda up, lambda_max down (no group above T + tau)
+    mixed = torch.tensor([[4.4, 4.4, 4.4, 3.0]])  # mean 4.05 > T, max 4.4 inside, min 3.0 below
+    rc.update(mixed)
+    assert (rc.multiplier.item(), rc.multiplier_max.item(), rc.multiplier_min.item()) == pytest.approx(
+        (0.1, 1.0, 0.001), rel=1e-5)
 
 
 def test_spec_fingerprint_and_explicit_codebook():

@@ -1,6 +1,9 @@
 """Forward+backward throughput (images/s) and peak memory of the CPU-sized model presets.
 
-Each preset runs in a fresh spawned process so that its peak resident memory (``ru_maxrss``) is its own.
+Each preset runs in a fresh spawned process so that its peak resident memory is its own: on Linux the
+peak is ``VmHWM`` of ``/proc/self/status`` (the high-water mark of the process' own address space), not
+``ru_maxrss``, which a spawned child inherits from its parent (the kernel carries the pre-exec peak over),
+so a large parent would hide the child's steps; elsewhere ``ru_maxrss``.
 The bottleneck is a pass-through (encoder and decoder cost only; a bottleneck adds little). Timings
 depend on the machine's load: the table records the load average next to the numbers.
 """
@@ -51,6 +54,14 @@ class ModelBenchRow:
 
 
 def _maxrss_mib() -> float:
+    """Peak resident set of this process in MiB (see the module docstring)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     # ru_maxrss is in KiB on Linux, bytes on macOS
     scale = 1.0 if sys.platform == "darwin" else 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20

@@ -85,9 +85,13 @@ class VQConfig:
 
 @dataclass
 class FSQConfig:
+    """FSQ levels per group; ``index_order``: ``first_least_significant`` (FSQ paper, default) or
+    ``first_most_significant`` (the GQ reference's numbering), see :mod:`gaussquant.quantizers.fsq`."""
+
     kind: ClassVar[str] = "fsq"
     levels: list[int] = dataclasses.field(default_factory=lambda: [8, 8, 8, 5, 5, 5])
     num_groups: int = 1
+    index_order: str = "first_least_significant"
 
 
 @dataclass
