@@ -40,7 +40,7 @@ LPIPS_SCALE = np.array([0.458, 0.448, 0.450])
 
 
 def _torchmetrics_heads(net: str) -> Path:
-    """The lpips v0.1 head file bundled with the installed torchmetrics wheel (a core dependency)."""
+    """The lpips v0.1 head file bundled with the installed torchmetrics wheel (installed by the `dev` extra)."""
     torchmetrics = pytest.importorskip("torchmetrics")
     path = Path(torchmetrics.__file__).parent / "functional" / "image" / "lpips_models" / f"{net}.pth"
     if not path.is_file():
