@@ -77,3 +77,4 @@ def test_quick_grid_is_small_and_paired():
     assert len(cfg.seeds) >= 2 and cfg.steps <= 10 and len(plan(cfg)) == 4  # 2 seeds x (tdc-8, fsq-8)
     default = QualityConfig()
     assert default.rates == (8,) and len(default.seeds) == 9 and not default.fd
+    assert len(QualityConfig(dataset="fashion-mnist").seeds) == 5

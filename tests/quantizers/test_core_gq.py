@@ -64,14 +64,14 @@ def test_straight_through_forwards_the_codeword_and_backpropagates_to_the_sample
 
 
 def _kl_bits_by_hand(mean: list[float], logvar: list[float]) -> float:
-    """KL(N(mean, exp(logvar)) || N(0, I)) of one group, in bits, from the closed form (method.md section 2)."""
+    """KL(N(mean, exp(logvar)) || N(0, I)) of one group, in bits, from the closed form (docs/method.md section 2)."""
     nats = sum(0.5 * (m * m + math.exp(lv) - 1.0 - lv) for m, lv in zip(mean, logvar))
     return nats / math.log(2.0)
 
 
 def test_target_bits_rate_value_and_one_update_by_hand():
     """The rate is lambda * mean over images of the band-weighted sum of group KLs in bits, and one update
-    moves each multiplier by exactly f in the direction the method fixes (method.md section 3).
+    moves each multiplier by exactly f in the direction the method fixes (docs/method.md section 3).
 
     Expected values are computed here from the closed-form KL, not by the library. Catches: KL in nats
     instead of bits, a wrong per-image reduction (mean instead of sum over groups), weights assigned to the
@@ -114,7 +114,7 @@ def test_target_bits_rate_value_and_one_update_by_hand():
 
 def test_rate_controller_moves_by_the_factor_and_respects_its_clamps():
     """Repeated updates multiply by exactly f per step until the clamps: lambda in multiplier_clamp,
-    lambda_max in [1, 1e3], lambda_min in [1e-3, 1] (method.md section 3).
+    lambda_max in [1, 1e3], lambda_min in [1e-3, 1] (docs/method.md section 3).
 
     Catches: a missing or wrong clamp, lambda_max falling below 1 or lambda_min rising above 1, a factor
     applied twice, and the mean decision using the max or min instead of the mean.

@@ -74,7 +74,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                  str(e["seeds"])]
         for key, _, spec in METRICS:
             text = _cell(e, key, spec)
-            if best[(e["arch"], e["rate"])].get(key) == e.get(key):
+            if e.get(key) is not None and best[(e["arch"], e["rate"])].get(key) == e.get(key):
                 text = f"**{text}**"
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
