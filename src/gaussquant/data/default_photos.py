@@ -209,3 +209,28 @@ class HeldOutPhotos(Dataset):
 
     def __getitem__(self, index: int) -> Tensor:
         return self.images[index]
+
+
+def whole_held_out_photos(
+    max_side: int = 512, multiple: int = 1, eval_photos: tuple[str, ...] = EVAL_PHOTOS
+) -> list[tuple[str, Tensor]]:
+    """The whole held-out photos at (up to) full resolution: ``[(name, tensor (3, H, W) in [-1, 1])]``.
+
+    A photo whose longer side exceeds ``max_side`` is shrunk (bicubic, aspect kept) so that it equals
+    ``max_side``; none is enlarged. Then at most ``multiple - 1`` rows and columns are cut (centered) so
+    that H and W are multiples of ``multiple`` (a model's downsampling factor). Order: ``PHOTO_FILES``.
+    """
+    if max_side < multiple or multiple < 1:
+        raise ValueError(f"need max_side >= multiple >= 1; got max_side={max_side}, multiple={multiple}")
+    out = []
+    for name, array in _select(tuple(eval_photos), "eval"):
+        height, width = array.shape[:2]
+        if max(height, width) > max_side:
+            scale = max_side / max(height, width)
+            size = (max(multiple, round(width * scale)), max(multiple, round(height * scale)))
+            array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC))
+            height, width = array.shape[:2]
+        top, left = (height % multiple) // 2, (width % multiple) // 2
+        array = array[top: top + height - height % multiple, left: left + width - width % multiple]
+        out.append((name, to_tensor(np.ascontiguousarray(array))))
+    return out

@@ -32,8 +32,8 @@ def _counts(headers: list[tuple[str, int] | None], image_size: int) -> tuple[int
 
 
 def _sentence(count: int, what: str, converted: int, upscaled: int, image_size: int, note: str = "") -> str:
-    parts = [f"{converted} converted to RGB from grey, RGBA, palette or 16-bit",
-             f"{upscaled} upscaled to {image_size} px (shorter side below it)"]
+    parts = [f"{converted} converted to RGB from grey, RGBA, palette or 16-bit" if converted else "all RGB",
+             f"{upscaled} upscaled to {image_size} px (shorter side below it)" if upscaled else "none upscaled"]
     return f"found {count} {what} ({'; '.join(parts)}{note})"
 
 
