@@ -60,12 +60,12 @@ def export_bundled(source: str | Path, out: str | Path, *, extra: dict[str, Any]
     Keeps the model and bottleneck sections of its ``config.json``, adds ``extra`` (e.g. the training
     command and metrics) and ``"weights_dtype": "float16"``.
     """
-    from gaussquant.pretrained import _model_config
+    from gaussquant.models.presets import ModelConfig
     from gaussquant.quantizers.build import bottleneck_config_from_dict
 
     model, meta = load_model_dir(source)
     info = {"weights_dtype": "float16", "source_step": meta.get("step"), **(extra or {})}
     return save_model_dir(
-        model.to(torch.float16), out, model_config=_model_config(meta["model"]),
+        model.to(torch.float16), out, model_config=ModelConfig(**meta["model"]),
         bottleneck_config=bottleneck_config_from_dict(dict(meta["bottleneck"])), extra=info,
     )

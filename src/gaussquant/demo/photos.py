@@ -1,7 +1,7 @@
 """Whole held-out photos through a Gaussian VAE and its GQ conversions (method.md sections 3-4).
 
-:func:`evaluate_photos` encodes each photo once, in overlapping windows (demo/tiling.py says why) (the encoder is shared by every conversion: ``to_gaussian_quant``
-copies it unchanged), decodes the posterior mean (the continuous reconstruction) and, for each codebook size K,
+:func:`evaluate_photos` encodes each photo once, in overlapping windows (demo/tiling.py says why; the
+encoder is shared by every conversion: ``to_gaussian_quant`` copies it unchanged), decodes the posterior mean (the continuous reconstruction) and, for each codebook size K,
 the GQ tokens. For the main K the tokens are written to one token file per photo (photos differ in size; the
 ``.npz`` format holds one image size), read back with :func:`~gaussquant.tokens.load_tokens` and decoded from
 the file: the GQ numbers of the main K are those of the decoded token files.

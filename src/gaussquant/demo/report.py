@@ -22,8 +22,10 @@ def summary_rows(demo: Any) -> list[tuple[str, str, str, str]]:
                      f"{p['psnr']:.2f}", f"{p['psnr'] - p['continuous_psnr']:+.2f}"))
     cast_c, cast_q = r["continuous"]["colour_cast_levels"], r["colour_cast_levels"]
     rows += [
-        ("colour cast R/G/B (uint8 levels)", "/".join(f"{v:+.1f}" for v in cast_c),
+        ("colour cast R/G/B, mean of the photos (uint8 levels)", "/".join(f"{v:+.1f}" for v in cast_c),
          "/".join(f"{v:+.1f}" for v in cast_q), ""),
+        ("largest colour cast of one photo and channel", f"{r['continuous']['colour_cast_max_levels']:.1f}",
+         f"{r['colour_cast_max_levels']:.1f}", ""),
         ("rate: bits per token / bpp", "-", f"{r['bits_per_token']:.0f} / {r['bpp']:.3f} (K = {k})", ""),
         ("codebook usage / index entropy", "-",
          f"{r['codebook_usage']:.3f} / {r['index_entropy_bits']:.2f} of {math.log2(k):.0f} bits", ""),
@@ -96,14 +98,14 @@ def write_demo_report(demo: Any, meta: dict[str, Any], live: Any, report: Any) -
         f"The bundled tokenizer `{meta.get('name', 'unet-demo-gq')}` (a tiny UNet Gaussian VAE trained with TDC "
         f"for {steps} steps; docs/demo_model.md has its training command and log) converted to GQ without "
         f"training, on three held-out photos it never saw, whole and at full resolution (longer side at most "
-        f"512 px). Rate: {r['bits_per_token']:.0f} bits per 4x4-pixel token = {r['bpp']:.3f} bpp. Whole demo: "
-        f"{r['timings']['total_s']:.0f} s on {r['threads']} thread(s).", "",
+        f"{r['max_side']} px). Rate: {r['bits_per_token']:.0f} bits per 4x4-pixel token = {r['bpp']:.3f} bpp. "
+        f"Whole demo: {r['timings']['total_s']:.0f} s on {r['threads']} thread(s).", "",
         "## Held-out photos, decoded from their token files", "",
         "![original | continuous | GQ](photos.png)", "",
         "| quantity | continuous | GQ (from tokens) | gap |", "| --- | --- | --- | --- |",
         *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in summary_rows(demo)], "",
         "The colour cast is the mean difference per channel between reconstruction and original in uint8 "
-        "levels (0 = none).", "",
+        "levels (0 = none; a few levels are invisible, tens are a tint). Per photo it is in `metrics.json`.", "",
         "## Rate and quality: one model, three codebook sizes", "",
         f"The same Gaussian VAE converted at K = {', '.join(str(p['codebook_size']) for p in r['rate_quality'])} "
         f"(one Sobol codebook each, no training): a larger K spends more bits per token and follows the "

@@ -174,9 +174,9 @@ def run(
 
 
 def _model_config(meta: dict[str, Any]) -> Any:
-    from gaussquant.pretrained import _model_config as parse
+    from gaussquant.models.presets import ModelConfig
 
-    return parse(meta["model"])
+    return ModelConfig(**meta["model"])
 
 
 def _gq_config(model: torch.nn.Module, k: int) -> Any:
@@ -216,6 +216,9 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
     def cast(rs: list) -> list[float]:
         return [round(sum(r.cast[c] for r in rs) / len(rs), 2) for c in range(3)]
 
+    def worst(rs: list) -> float:
+        return round(max(abs(v) for r in rs for v in r.cast), 2)
+
     sweep = []
     for k in ks:
         sweep.append({"codebook_size": k, "bits_per_token": groups * math.log2(k),
@@ -223,8 +226,10 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
     live_kl = live.snapshots[-1].kl_bits
     return {
         "psnr": mean_psnr(photos, main_k),
-        "continuous": {"psnr": mean_psnr(photos), "colour_cast_levels": cast([p.continuous for p in photos])},
+        "continuous": {"psnr": mean_psnr(photos), "colour_cast_levels": cast([p.continuous for p in photos]),
+                       "colour_cast_max_levels": worst([p.continuous for p in photos])},
         "colour_cast_levels": cast([p.gq[main_k] for p in photos]),
+        "colour_cast_max_levels": worst([p.gq[main_k] for p in photos]),
         "num_images": len(photos),
         "codebook_size": main_k, "num_groups": groups, "bits_per_token": groups * math.log2(main_k), "bpp": bpp,
         "codebook_usage": usage, "index_entropy_bits": entropy,
@@ -243,6 +248,7 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
                  "fraction_in_band_end": float(((live_kl - math.log2(main_k)).abs() <= 0.5).double().mean())},
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "threads": torch.get_num_threads(),
+        "max_side": max_side,
         "protocol": {
             "model": describe_model(meta, model, name),
             "bottleneck": f"GQ (to_gaussian_quant, no training): Sobol codebook of K = {main_k} standard-Gaussian "

@@ -2,7 +2,8 @@
 log2 K (method.md sections 2 and 5), codebook usage.
 
 The grid is assembled from exact uint8 pixels with Pillow (small images enlarged by integer pixel repetition,
-never interpolated, so what you see is what the metrics saw; column labels drawn in the picture); the charts use matplotlib's object API with the Agg canvas (no pyplot global state, no display).
+never interpolated, so what you see is what the metrics saw; column labels drawn in the picture); the charts
+use matplotlib's object API with the Agg canvas (no pyplot global state, no display).
 """
 
 from __future__ import annotations
