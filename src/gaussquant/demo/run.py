@@ -234,6 +234,7 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
         "codebook_size": main_k, "num_groups": groups, "bits_per_token": groups * math.log2(main_k), "bpp": bpp,
         "codebook_usage": usage, "index_entropy_bits": entropy,
         "kl_bits": {"mean": float(kl.mean()), "min": float(kl.min()), "max": float(kl.max())},
+        "fraction_in_band": float(report.fraction_in_band),
         "per_photo": {
             p.name: {"size": [int(p.original.shape[-2]), int(p.original.shape[-1])],
                      "continuous_psnr": p.continuous.psnr, "psnr": p.gq[main_k].psnr,
