@@ -22,9 +22,10 @@ grace_hopper                600 x 512      matplotlib  **eval** (portrait)
 
 Whole photos are held out for evaluation (never a crop of a training photo), chosen to cover a face,
 an animal and an outdoor scene. Training crops are drawn with probability proportional to photo area
-capped at ``MAX_PHOTO_WEIGHT`` pixels (512 x 512): without the cap the two largest photos, the orange
-retina scan and the dark Hubble field, would take 63 % of all crops and tint what a model learns; with it
-every training photo gets about the same share. A photo whose file is missing from an installed wheel is left out
+(every pixel is equally likely), or, with ``max_photo_weight`` (the ``unet-demo-gq`` preset uses
+``MAX_PHOTO_WEIGHT`` = 512 x 512), to the area capped at that many pixels: uncapped, the two largest photos,
+the orange retina scan and the dark Hubble field, take 63 % of all crops and tint what a model learns;
+capped, every training photo gets about the same share. A photo whose file is missing from an installed wheel is left out
 with one warning naming it; a missing eval photo is an error.
 """
 
@@ -66,7 +67,7 @@ PHOTO_FILES: dict[str, tuple[str, str]] = {
     "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
 }
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea", "china", "grace_hopper")
-MAX_PHOTO_WEIGHT = 512 * 512  # a photo larger than this many pixels is sampled as if it had this many
+MAX_PHOTO_WEIGHT = 512 * 512  # the cap the demo's preset uses (data.max_photo_weight)
 
 
 def _package_dir(package: str) -> Path:
@@ -124,7 +125,8 @@ class DefaultPhotoCrops(Dataset):
 
     ``split="train"`` crops the training photos, ``split="eval"`` the held-out ones (a fixed set: the
     same ``num_crops`` crops for a given seed, with a seed stream distinct from train's). A photo is
-    picked with probability proportional to its area capped at ``MAX_PHOTO_WEIGHT``. Crops are at
+    picked with probability proportional to its area, capped at ``max_photo_weight`` pixels when given.
+    Crops are at
     the photos' native resolution; the crop list (photo, top, left, flip) is drawn once at construction
     from a local generator, so ``dataset[i]`` is a pure function of (seed, split, i).
 
@@ -135,6 +137,7 @@ class DefaultPhotoCrops(Dataset):
         seed: crop seed.
         flip: horizontal flips with probability 1/2 (train only; eval crops are never flipped).
         eval_photos: names of the held-out photos.
+        max_photo_weight: cap (pixels) on the area that weighs a photo's share of crops; None = no cap.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class DefaultPhotoCrops(Dataset):
         *,
         flip: bool = True,
         eval_photos: tuple[str, ...] = EVAL_PHOTOS,
+        max_photo_weight: int | None = None,
     ) -> None:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -155,12 +159,14 @@ class DefaultPhotoCrops(Dataset):
         selected = _select(tuple(eval_photos), split)
         self.names = [name for name, _ in selected]
         self.photos = [_fit(array, self.image_size) for _, array in selected]
+        self.max_photo_weight = max_photo_weight
         self.crops = self._draw(int(seed), flip and split == "train")
 
     def _draw(self, seed: int, flip: bool) -> torch.Tensor:
         generator = item_generator(seed, 0 if self.split == "train" else 1)
         areas = torch.tensor(
-            [float(min(p.shape[0] * p.shape[1], MAX_PHOTO_WEIGHT)) for p in self.photos], dtype=torch.float64
+            [float(min(p.shape[0] * p.shape[1], self.max_photo_weight or p.shape[0] * p.shape[1]))
+             for p in self.photos], dtype=torch.float64
         )
         photo = torch.multinomial(areas / areas.sum(), self.num_crops, replacement=True, generator=generator)
         unit = torch.rand(self.num_crops, 3, generator=generator, dtype=torch.float64)
