@@ -136,3 +136,42 @@ def test_the_cli_prints_one_line(model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "config.json" in err and "Traceback" not in err
     assert not (tmp_path / "t.npz").exists()
+
+
+def test_config_saved_with_a_renamed_key_still_loads(tmp_path):
+    """A config.json written before ``group_dim`` became ``codebook_dim`` loads, with a DeprecationWarning
+    (breaks if config_from_meta stops mapping the old key)."""
+    model = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16),
+                              build_bottleneck(GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=4.0)))
+    model.save_pretrained(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    meta["bottleneck"]["group_dim"] = meta["bottleneck"].pop("codebook_dim")
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    with pytest.warns(DeprecationWarning, match="group_dim"):
+        loaded = Autoencoder.from_pretrained(tmp_path / "m")
+    assert loaded.config.bottleneck.codebook_dim == 4
+
+
+def test_declared_float16_storage_loads_as_float32_and_is_checked(tmp_path):
+    """Weights stored in float16 on purpose (config.json ``weights_dtype``, as the bundled demo model) load
+    back as float32; a flipped byte in them is caught by the stored digest, and float16 weights without the
+    declaration stay an error (breaks if the upcast skips the digest or accepts undeclared half weights)."""
+    from gaussquant.pretrained.files import save_state_safetensors, state_digest
+
+    model = build_autoencoder(ModelConfig(arch="unet-tiny", image_size=16),
+                              build_bottleneck(GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=4.0)))
+    model.save_pretrained(tmp_path / "m", model_card=False)
+    half = {k: v.half() for k, v in model.state_dict().items()}
+    save_state_safetensors(half, tmp_path / "m" / "model.safetensors")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    with pytest.raises(ValueError, match="float16"):
+        Autoencoder.from_pretrained(tmp_path / "m")  # undeclared half precision
+    meta["weights_dtype"], meta["weights_sha256"] = "float16", {"model": state_digest(half)}
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    loaded = Autoencoder.from_pretrained(tmp_path / "m")
+    for name, value in loaded.state_dict().items():
+        assert value.dtype == torch.float32 and torch.equal(value, half[name].float()), name
+    half["encoder.conv_in.weight"][0, 0, 0, 0] += 1.0
+    save_state_safetensors(half, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(ValueError, match="SHA-256"):
+        Autoencoder.from_pretrained(tmp_path / "m")

@@ -1,34 +1,97 @@
-"""gaussquant demo, end to end at a toy size: train (2 steps), convert, tokenize, evaluate, report."""
+"""gaussquant demo at a toy size: bundled model, three K, whole-photo token files, a 2-step live run, report."""
 
-import math
+import json
+import logging
 
 import numpy as np
+import pytest
+import torch
 
 from gaussquant.cli import main as cli_main
-from gaussquant.demo import format_summary, run
+from gaussquant.demo.bundled import bundled_dir, load_bundled
+from gaussquant.demo.report import format_summary
+from gaussquant.demo.run import _WarningLog, codebook_sizes, run
+from gaussquant.demo.tiling import _spans, tiled_decode, tiled_encoder
+from gaussquant.eval.metrics import psnr_uint8
 from gaussquant.tokens import load_tokens
 
 
-def test_demo_end_to_end(tmp_path):
-    result = run(tmp_path / "demo", steps=2, device="cpu", photo_size=32, eval_crops=4)
-    r = result.results
-    assert result.steps == 2 and result.report.is_file()
-    for name in ("photos.png", "reconstructions.png", "kl_histogram.png", "codebook_usage.png", "metrics.json"):
-        assert (tmp_path / "demo" / name).is_file(), name
-    assert (result.model_dir / "config.json").is_file()
-    # rate bookkeeping: unet-tiny f = 4 at 32 px -> 8x8 tokens, 2 groups of 8 bits -> 1 bpp
-    assert r["codebook_size"] == 256 and r["num_groups"] == 2
-    assert r["bits_per_token"] == 16 and math.isclose(r["bpp"], 64 * 16 / 32**2)
-    assert r["num_images"] == 4 and "continuous" in r
-    tokens = load_tokens(result.tokens)
-    assert tokens.num_images == 3 and int(np.asarray(tokens.batch(0, 3)).max()) < 256
-    assert set(result.photo_psnr) == {"chelsea", "china", "grace_hopper"}
-    text = result.report.read_text()
-    assert text.startswith("# gaussquant demo") and "photos.png" in text and "bpp" in text
-    table = format_summary(result)
-    assert "PSNR (dB)" in table and "quantized (GQ)" in table
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("demo") / "out", live_steps=2, max_side=64, threads=1)
 
 
-def test_demo_cli_rejects_bad_steps(tmp_path, capsys):
-    assert cli_main(["demo", "--out", str(tmp_path / "d"), "--steps", "0"]) == 1
-    assert "--steps must be >= 1" in capsys.readouterr().err
+def test_metrics_keep_psnr_and_continuous_psnr_at_top_level(demo):
+    r = json.loads((demo.out / "metrics.json").read_text())
+    assert isinstance(r["psnr"], float) and isinstance(r["continuous"]["psnr"], float)
+    assert set(r["per_photo"]) == {"chelsea", "china", "grace_hopper"}
+    assert r["codebook_size"] == 256 and r["num_groups"] == 2 and r["bits_per_token"] == 16
+    assert r["bpp"] == pytest.approx(1.0)
+    assert [p["codebook_size"] for p in r["rate_quality"]] == [128, 256, 512]
+    assert [p["bpp"] for p in r["rate_quality"]] == sorted(p["bpp"] for p in r["rate_quality"])
+    assert r["live"]["steps"] == 2 and r["psnr"] == pytest.approx(np.mean([p["psnr"] for p in r["per_photo"].values()]))
+
+
+def test_gq_numbers_come_from_the_token_files(demo):
+    model_dir = demo.model_dir
+    from gaussquant.demo.bundled import load_model_dir
+
+    gq, _ = load_model_dir(model_dir)
+    for photo in demo.photos:
+        tokens = load_tokens(photo.token_file)
+        assert tokens.num_images == 1 and tuple(tokens.image_size) == tuple(photo.original.shape[-2:])
+        z = gq.bottleneck.dequantize(tokens.batch(0, 1))
+        x_hat = tiled_decode(gq, z, 48, 8).clamp(-1, 1)
+        assert float(psnr_uint8(photo.original[None], x_hat)) == pytest.approx(photo.gq[256].psnr, abs=1e-4)
+
+
+def test_report_shows_photos_live_training_warnings_and_protocol(demo):
+    text = demo.report.read_text()
+    for name in ("photos.png", "rate_quality.png", "kl_histogram.png", "live_kl.png", "live_vs_bundled.png"):
+        assert (demo.out / name).is_file() and name in text
+    assert "## Live" in text and "## Warnings printed during the run" in text
+    # the 2-step live model is far off its KL target: the terminal warning is also in the report
+    assert any("live model" in w for w in demo.warnings)
+    assert all(w.split(": ", 1)[-1][:40] in text for w in demo.warnings)
+    protocol = text.split("## Protocol")[1]
+    assert "None" not in protocol and "unet-tiny UNet Gaussian VAE" in protocol and "parameters" in protocol
+    summary = format_summary(demo)
+    assert "PSNR (dB), mean of the held-out photos" in summary and "live model (2 steps" in summary
+
+
+def test_bundled_model_is_installed_small_and_on_target():
+    path = bundled_dir()
+    assert (path / "model.safetensors").stat().st_size < 4_000_000
+    model, meta = load_bundled()
+    assert next(model.parameters()).dtype == torch.float32 and meta["weights_dtype"] == "float16"
+    assert meta["bottleneck"]["target_bits"] == 8.0 and codebook_sizes(8.0, 8.0) == (256, [128, 256, 512])
+
+
+def test_tiles_cover_every_pixel_once_and_one_window_is_the_plain_model():
+    for length, core, margin in [(100, 48, 8), (48, 48, 8), (20, 48, 8)]:
+        spans = _spans(length, core, margin)
+        covered = [i for _, _, a, b in spans for i in range(a, b)]
+        assert covered == list(range(length))
+        assert all(0 <= w0 <= a and b <= w1 <= length for w0, w1, a, b in spans)
+    model, _ = load_bundled()
+    x = torch.rand(1, 3, 32, 40) * 2 - 1
+    assert torch.allclose(tiled_encoder(model, x, 64, 8), model.encoder(x), atol=1e-6)
+    assert tiled_encoder(model, x, 16, 8).shape == (1, 16, 8, 10)
+
+
+def test_warning_log_collects_log_and_python_warnings():
+    handler = _WarningLog()
+    logger = logging.getLogger("gaussquant.test_demo")
+    logger.addHandler(handler)
+    try:
+        logger.warning("off target by %d bits", 3)
+        logger.info("not collected")
+    finally:
+        logger.removeHandler(handler)
+    assert handler.messages == ["WARNING gaussquant.test_demo: off target by 3 bits"]
+
+
+def test_demo_cli_rejects_bad_arguments(tmp_path, capsys):
+    assert cli_main(["demo", "--out", str(tmp_path / "d"), "--live-steps", "0"]) == 1
+    assert "--live-steps must be >= 1" in capsys.readouterr().err
+    assert cli_main(["demo", "--out", str(tmp_path / "d"), "--budget-minutes", "0"]) == 1

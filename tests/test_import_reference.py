@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from gaussquant.cli import main as cli_main
-from gaussquant.import_reference import (
+from gaussquant.reference_checkpoint import (
     REFERENCE_CONFIGS,
     UnsafeCheckpointError,
     check_names_and_shapes,
@@ -182,6 +182,6 @@ def test_command_lists_every_reference_config():
     """The torch-free --help module lists exactly the configs the importer knows (breaks if one is added to
     only one of them)."""
     from gaussquant.commands.import_reference import CONFIG_NAMES
-    from gaussquant.import_reference import REFERENCE_CONFIGS
+    from gaussquant.reference_checkpoint import REFERENCE_CONFIGS
 
     assert tuple(CONFIG_NAMES) == tuple(REFERENCE_CONFIGS)

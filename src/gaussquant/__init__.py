@@ -55,8 +55,8 @@ _EXPORTS: dict[str, str] = {
     "format_rate_table": "gaussquant.quantizers.rates",
     "to_gaussian_quant": "gaussquant.convert",
     "convertibility_report": "gaussquant.convert",
-    "import_reference": "gaussquant.import_reference",
-    "REFERENCE_CONFIGS": "gaussquant.import_reference",
+    "import_reference": "gaussquant.reference_checkpoint",
+    "REFERENCE_CONFIGS": "gaussquant.reference_checkpoint",
     "evaluate": "gaussquant.eval.evaluate",
     "encode_folder": "gaussquant.encode",
     "decode_tokens": "gaussquant.decode",
@@ -110,6 +110,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs (never 
         build_bottleneck,
     )
     from gaussquant.quantizers.codebooks import CodebookSpec, codebook_fingerprint, gaussian_codebook
+    from gaussquant.quantizers.drop_in import GaussianQuant
     from gaussquant.quantizers.fsq import FiniteScalarQuantizer
     from gaussquant.quantizers.gaussian import GaussianBottleneck, RateController
     from gaussquant.quantizers.gaussian_quant import GaussianQuantizer
@@ -118,6 +119,7 @@ if TYPE_CHECKING:  # the same names, eagerly, for type checkers and IDEs (never 
     from gaussquant.quantizers.rates import format_rate_table, rate_matched_configs, rate_summary
     from gaussquant.quantizers.search import gq_search, nearest_search
     from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
+    from gaussquant.reference_checkpoint import REFERENCE_CONFIGS, import_reference
     from gaussquant.quantizers.vq import VectorQuantizer
     from gaussquant.tokens import load_tokens
     from gaussquant.train.config import TrainConfig, load_config

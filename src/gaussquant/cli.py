@@ -40,8 +40,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decode": ("decode a tokens .npz into PNG images", "gaussquant.commands.decode"),
     "eval": ("evaluate reconstructions: PSNR, SSIM, LPIPS, rFID, FD, codebook usage, report",
              "gaussquant.eval.command"),
-    "demo": ("the main job: train a tiny TDC Gaussian VAE, convert to GQ, tokenize, report",
-             "gaussquant.commands.demo"),
+    "demo": ("the main job: bundled TDC Gaussian VAE -> GQ at three K, whole-photo tokens, live TDC run, report",
+             "gaussquant.demo.command"),
     "bench": ("run a benchmark (search, ...) and print its table", "gaussquant.bench.command"),
 }
 

@@ -161,8 +161,8 @@ def convertibility_report(
 
 
 def sample_dataset(data: str | os.PathLike | None, image_size: int, num_images: int) -> Dataset:
-    """Images for the report: ``num_images`` evenly spaced center crops of a folder, or (``data=None``)
-    crops of the bundled held-out photos (``DefaultPhotoCrops(split="eval")``)."""
+    """Images for the report: ``num_images`` evenly spaced center crops of a folder (every image when it
+    holds fewer), or (``data=None``) crops of the bundled held-out photos (``DefaultPhotoCrops("eval")``)."""
     if data is None:
         from gaussquant.data.default_photos import DefaultPhotoCrops
 
@@ -170,9 +170,15 @@ def sample_dataset(data: str | os.PathLike | None, image_size: int, num_images: 
     from gaussquant.data.folder import ImageFolderDataset
 
     dataset = ImageFolderDataset(data, image_size=image_size, mode="center")
-    n = len(dataset)
-    picks = sorted({int(i * n / num_images) for i in range(min(num_images, n))})
-    return Subset(dataset, picks)
+    return Subset(dataset, evenly_spaced(len(dataset), num_images))
+
+
+def evenly_spaced(n: int, k: int) -> list[int]:
+    """``k`` distinct indices spread evenly over ``range(n)`` (each the middle of its 1/k slice), or all
+    ``n`` when ``n <= k``."""
+    if n <= k:
+        return list(range(n))
+    return [int((i + 0.5) * n / k) for i in range(k)]
 
 
 def run(

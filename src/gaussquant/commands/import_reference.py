@@ -1,11 +1,11 @@
 """``gaussquant import-reference CKPT --config NAME --out DIR``: parsing only; see
-:mod:`gaussquant.import_reference`."""
+:mod:`gaussquant.reference_checkpoint`."""
 
 from __future__ import annotations
 
 import argparse
 
-# the keys of gaussquant.import_reference.REFERENCE_CONFIGS, listed here so that --help imports no torch
+# the keys of gaussquant.reference_checkpoint.REFERENCE_CONFIGS, listed here so that --help imports no torch
 # (tests/test_import_reference.py checks that the two agree)
 CONFIG_NAMES = ("sd3unet_gq_0.25", "sd3unet_gq_0.50", "sd3unet_gq_1.00",
                 "bsqvit_gq_0.25", "bsqvit_gq_0.50", "bsqvit_gq_1.00")
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from gaussquant.import_reference import import_reference
+    from gaussquant.reference_checkpoint import import_reference
 
     out = import_reference(args.checkpoint, args.config, args.out, skip_globals=args.skip_global)
     print(f"imported {args.checkpoint} ({args.config}) as a GQ VQ-VAE into {out}")

@@ -40,6 +40,8 @@ class DataConfig:
         strict: a corrupt image file is an error instead of being skipped.
         num_workers: DataLoader worker processes.
         eval_photos: held-out default photos.
+        max_photo_weight: default photos: cap (pixels) on the area that weighs a photo's share of training
+            crops (None = proportional to area; ``unet-demo-gq`` uses 262144 = 512 x 512).
     """
 
     source: str = "default"
@@ -53,6 +55,7 @@ class DataConfig:
     strict: bool = False
     num_workers: int = 0
     eval_photos: tuple[str, ...] = EVAL_PHOTOS
+    max_photo_weight: int | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
@@ -87,7 +90,8 @@ def build_dataset(config: DataConfig) -> tuple[Dataset, Dataset]:
     """``(train, eval)`` datasets of float tensors ``(3, image_size, image_size)`` in [-1, 1]."""
     if config.source == "default":
         common = dict(image_size=config.image_size, seed=config.seed, eval_photos=config.eval_photos)
-        train = DefaultPhotoCrops("train", num_crops=config.num_crops, flip=config.flip, **common)
+        train = DefaultPhotoCrops("train", num_crops=config.num_crops, flip=config.flip,
+                                  max_photo_weight=config.max_photo_weight, **common)
         evaluation = DefaultPhotoCrops("eval", num_crops=config.eval_crops, flip=False, **common)
         return train, evaluation
     if config.source == "folder":

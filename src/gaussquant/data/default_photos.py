@@ -22,7 +22,10 @@ grace_hopper                600 x 512      matplotlib  **eval** (portrait)
 
 Whole photos are held out for evaluation (never a crop of a training photo), chosen to cover a face,
 an animal and an outdoor scene. Training crops are drawn with probability proportional to photo area
-(every pixel is equally likely). A photo whose file is missing from an installed wheel is left out
+(every pixel is equally likely), or, with ``max_photo_weight`` (the ``unet-demo-gq`` preset uses
+``MAX_PHOTO_WEIGHT`` = 512 x 512), to the area capped at that many pixels: uncapped, the two largest photos,
+the orange retina scan and the dark Hubble field, take 63 % of all crops and tint what a model learns;
+capped, every training photo gets about the same share. A photo whose file is missing from an installed wheel is left out
 with one warning naming it; a missing eval photo is an error.
 """
 
@@ -67,6 +70,7 @@ PHOTO_FILES: dict[str, tuple[str, str]] = {
 EVAL_PHOTOS: tuple[str, ...] = ("chelsea", "china", "grace_hopper")
 # import name -> the distribution that ships the photo files (optional: the ``eval`` / ``demo`` extras)
 PHOTO_PACKAGES: dict[str, str] = {"skimage": "scikit-image", "sklearn": "scikit-learn", "matplotlib": "matplotlib"}
+MAX_PHOTO_WEIGHT = 512 * 512  # the cap the demo's preset uses (data.max_photo_weight)
 
 
 def _package_dir(package: str) -> Path:
@@ -126,7 +130,9 @@ class DefaultPhotoCrops(Dataset):
     """Seeded random ``image_size`` crops of the bundled photos, as tensors ``(3, S, S)`` in [-1, 1].
 
     ``split="train"`` crops the training photos, ``split="eval"`` the held-out ones (a fixed set: the
-    same ``num_crops`` crops for a given seed, with a seed stream distinct from train's). Crops are at
+    same ``num_crops`` crops for a given seed, with a seed stream distinct from train's). A photo is
+    picked with probability proportional to its area, capped at ``max_photo_weight`` pixels when given.
+    Crops are at
     the photos' native resolution; the crop list (photo, top, left, flip) is drawn once at construction
     from a local generator, so ``dataset[i]`` is a pure function of (seed, split, i).
 
@@ -137,6 +143,7 @@ class DefaultPhotoCrops(Dataset):
         seed: crop seed.
         flip: horizontal flips with probability 1/2 (train only; eval crops are never flipped).
         eval_photos: names of the held-out photos.
+        max_photo_weight: cap (pixels) on the area that weighs a photo's share of crops; None = no cap.
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class DefaultPhotoCrops(Dataset):
         *,
         flip: bool = True,
         eval_photos: tuple[str, ...] = EVAL_PHOTOS,
+        max_photo_weight: int | None = None,
     ) -> None:
         if split not in ("train", "eval"):
             raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
@@ -157,11 +165,15 @@ class DefaultPhotoCrops(Dataset):
         selected = _select(tuple(eval_photos), split)
         self.names = [name for name, _ in selected]
         self.photos = [_fit(array, self.image_size) for _, array in selected]
+        self.max_photo_weight = max_photo_weight
         self.crops = self._draw(int(seed), flip and split == "train")
 
     def _draw(self, seed: int, flip: bool) -> torch.Tensor:
         generator = item_generator(seed, 0 if self.split == "train" else 1)
-        areas = torch.tensor([float(p.shape[0] * p.shape[1]) for p in self.photos], dtype=torch.float64)
+        areas = torch.tensor(
+            [float(min(p.shape[0] * p.shape[1], self.max_photo_weight or p.shape[0] * p.shape[1]))
+             for p in self.photos], dtype=torch.float64
+        )
         photo = torch.multinomial(areas / areas.sum(), self.num_crops, replacement=True, generator=generator)
         unit = torch.rand(self.num_crops, 3, generator=generator, dtype=torch.float64)
         heights = torch.tensor([p.shape[0] for p in self.photos])[photo]
@@ -193,4 +205,29 @@ def held_out_photos(
     for name, array in _select(tuple(eval_photos), "eval"):
         resized = np.asarray(resize_shorter_side(Image.fromarray(array), image_size))
         out.append((name, to_tensor(center_crop(resized, image_size))))
+    return out
+
+
+def whole_held_out_photos(
+    max_side: int = 512, multiple: int = 1, eval_photos: tuple[str, ...] = EVAL_PHOTOS
+) -> list[tuple[str, Tensor]]:
+    """The whole held-out photos at (up to) full resolution: ``[(name, tensor (3, H, W) in [-1, 1])]``.
+
+    A photo whose longer side exceeds ``max_side`` is shrunk (bicubic, aspect kept) so that it equals
+    ``max_side``; none is enlarged. Then at most ``multiple - 1`` rows and columns are cut (centered) so
+    that H and W are multiples of ``multiple`` (a model's downsampling factor). Order: ``PHOTO_FILES``.
+    """
+    if max_side < multiple or multiple < 1:
+        raise ValueError(f"need max_side >= multiple >= 1; got max_side={max_side}, multiple={multiple}")
+    out = []
+    for name, array in _select(tuple(eval_photos), "eval"):
+        height, width = array.shape[:2]
+        if max(height, width) > max_side:
+            scale = max_side / max(height, width)
+            size = (max(multiple, round(width * scale)), max(multiple, round(height * scale)))
+            array = np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BICUBIC))
+            height, width = array.shape[:2]
+        top, left = (height % multiple) // 2, (width % multiple) // 2
+        array = array[top: top + height - height % multiple, left: left + width - width % multiple]
+        out.append((name, to_tensor(np.ascontiguousarray(array))))
     return out

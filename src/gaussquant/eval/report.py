@@ -78,14 +78,15 @@ def rate_table(results: Mapping[str, Any]) -> str:
 
 
 def protocol_table(protocol: Mapping[str, Any]) -> str:
-    """Every protocol entry as a table row (nested dicts flattened with dots)."""
+    """Every protocol entry as a table row (nested dicts flattened with dots; entries that are None, i.e.
+    do not apply, are left out)."""
     lines = ["| item | value |", "| --- | --- |"]
 
     def walk(prefix: str, value: Any) -> None:
         if isinstance(value, Mapping):
             for k, v in value.items():
                 walk(f"{prefix}.{k}" if prefix else str(k), v)
-        else:
+        elif value is not None:
             lines.append(f"| {prefix} | {value} |")
 
     walk("", protocol)
@@ -144,7 +145,7 @@ def write_report(
     if results.get("bits_per_token") is not None:
         lines += ["## Rate and codebook", "", rate_table(results), ""]
     if grid_columns:
-        save_image_grid(grid_columns, out / "reconstructions.png")
+        save_image_grid(grid_columns, out / "reconstructions.png", labels=grid_names)
         lines += ["## Reconstructions", "", "Columns: " + " | ".join(grid_names) + ".", "",
                   "![reconstructions](reconstructions.png)", ""]
     plotted = kl_histogram is not None and log2_k is not None

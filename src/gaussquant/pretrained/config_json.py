@@ -100,12 +100,13 @@ def config_from_meta(meta: dict[str, Any], path: Path) -> "AutoencoderConfig":
     """The typed :class:`AutoencoderConfig` of a checked ``config.json`` dict (types checked per field)."""
     from gaussquant.models.autoencoder import AutoencoderConfig
     from gaussquant.models.presets import ModelConfig
-    from gaussquant.quantizers.build import BOTTLENECK_CONFIGS
+    from gaussquant.quantizers.build import BOTTLENECK_CONFIGS, rename_old_keys
 
     data = dict(meta["bottleneck"])
     kind = data.pop("kind", None)
     if kind not in BOTTLENECK_CONFIGS:
         raise ValueError(f"{str(path)!r}: unknown bottleneck kind {kind!r}; valid kinds: {sorted(BOTTLENECK_CONFIGS)}")
+    data = rename_old_keys(kind, data)  # configs saved before a key was renamed still load (with a warning)
     model = _typed(ModelConfig, meta["model"], "model", path)
     return AutoencoderConfig(model=model, bottleneck=_typed(BOTTLENECK_CONFIGS[kind], data, "bottleneck", path))
 

@@ -88,7 +88,7 @@ def load_model(path_or_repo_id: str | os.PathLike, *, map_location: str | torch.
     Returns the model in eval mode on ``map_location``; ``model.metadata`` holds the config.json keys
     other than format, version, model and bottleneck (``step``, ``conversion``, ``metrics``, ...).
     """
-    from gaussquant.import_reference import check_reference_source
+    from gaussquant.reference_checkpoint import check_reference_source
     from gaussquant.models.presets import build_autoencoder
     from gaussquant.pretrained.hub import locate
     from gaussquant.quantizers.build import EXPLICIT_CODEBOOK, build_bottleneck
@@ -108,6 +108,9 @@ def load_model(path_or_repo_id: str | os.PathLike, *, map_location: str | torch.
             "use another checkpoint step or save the model again"
         )
     state = load_state_safetensors(weights)
+    digest = _stored_digest(meta, stem, directory)
+    if meta.get("weights_dtype") is not None:  # stored in half precision on purpose (e.g. a bundled model)
+        state, digest = upcast_stored_half(state, meta["weights_dtype"], str(weights), digest), None
     codebook = None
     if config.bottleneck.kind == "gq" and config.bottleneck.codebook_method == EXPLICIT_CODEBOOK:
         codebook = state.get("bottleneck.codebook")
@@ -118,10 +121,31 @@ def load_model(path_or_repo_id: str | os.PathLike, *, map_location: str | torch.
         model = build_autoencoder(config.model, build_bottleneck(config.bottleneck, codebook=codebook))
     except (TypeError, ValueError) as err:
         raise ValueError(f"{str(directory / 'config.json')!r} describes a model that cannot be built ({err})") from None
-    load_state_strict(model, state, str(weights), digest=_stored_digest(meta, stem, directory))
+    load_state_strict(model, state, str(weights), digest=digest)
     _check_codebook(model, meta, directory)
     model.metadata = {k: v for k, v in meta.items() if k not in ("format", "version", "model", "bottleneck")}
     return model.to(map_location).eval()
+
+
+def upcast_stored_half(state: dict[str, torch.Tensor], dtype_name: Any, source: str,
+                       digest: str | None) -> dict[str, torch.Tensor]:
+    """Weights that ``config.json`` declares stored in ``float16``/``bfloat16`` (``"weights_dtype"``): check
+    that every floating tensor has that dtype and (when given) the SHA-256 of the stored state, then return
+    the state in float32. Undeclared half-precision weights stay an error (:func:`load_state_strict`)."""
+    from gaussquant.pretrained.files import state_digest
+
+    stored = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype_name)
+    if stored is None:
+        raise ValueError(f"{source}: config.json says weights_dtype {dtype_name!r}; only 'float16' or 'bfloat16' "
+                         "storage is supported (or leave the key out for float32)")
+    wrong = [k for k, v in state.items() if v.is_floating_point() and v.dtype != stored]
+    if wrong:
+        raise ValueError(f"{source} should hold {dtype_name} weights (config.json weights_dtype), but "
+                         f"{wrong[0]} is {state[wrong[0]].dtype}; the file does not belong to this config.json")
+    if digest is not None and state_digest(state) != digest:
+        raise ValueError(f"{source} does not match the SHA-256 stored in config.json: the file is damaged or "
+                         "was changed; restore it or save the model again")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def _stored_digest(meta: dict[str, Any], stem: str, directory: Path) -> str | None:

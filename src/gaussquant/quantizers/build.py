@@ -153,7 +153,7 @@ RENAMED_KEYS: dict[str, dict[str, str]] = {
 }
 
 
-def _rename_old_keys(kind: str, d: dict[str, Any]) -> dict[str, Any]:
+def rename_old_keys(kind: str, d: dict[str, Any]) -> dict[str, Any]:
     """Map renamed keys of ``kind`` to their current names (a DeprecationWarning per old key seen)."""
     out = dict(d)
     for old, new in RENAMED_KEYS.get(kind, {}).items():
@@ -171,7 +171,7 @@ def bottleneck_config_from_dict(d: dict[str, Any]) -> BottleneckConfig:
     kind = d["kind"]
     if kind not in BOTTLENECK_CONFIGS:
         raise ValueError(f"unknown bottleneck kind {kind!r}; valid kinds: {sorted(BOTTLENECK_CONFIGS)}")
-    d = _rename_old_keys(kind, d)
+    d = rename_old_keys(kind, d)
     cls = BOTTLENECK_CONFIGS[kind]
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in d:

@@ -1,5 +1,9 @@
 """``gaussquant train``: train an autoencoder from a YAML config or a packaged preset.
 
+Ctrl-C or SIGTERM stops at the next step boundary, saves a checkpoint of the unsaved steps and prints one
+line, ``interrupted at step N; rerun the same command to resume`` (exit status 130, or 143 for SIGTERM).
+``--set max_seconds=S`` stops after S seconds of wall clock, whatever the step count.
+
 Also runs under ``torchrun --nproc-per-node=N -m gaussquant train ...`` (DDP; rank 0 logs and saves).
 """
 
@@ -7,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -54,9 +59,17 @@ def main(args: argparse.Namespace) -> int:
     check_output_path(config.out)
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise ValueError(f"cannot use {config.out!r} as the run folder: it is a file; choose another --out")
+    from gaussquant.train.interrupt import TrainingInterrupted
     from gaussquant.train.trainer import run
 
-    result = run(config, resume=args.resume)
+    try:
+        result = run(config, resume=args.resume)
+    except TrainingInterrupted as stop:  # Ctrl-C / SIGTERM: the trainer saved what was due
+        print(stop, file=sys.stderr, flush=True)
+        return stop.exit_code
+    except KeyboardInterrupt:  # before the loop started, or a second Ctrl-C
+        print("interrupted before the next checkpoint; rerun the same command to resume", file=sys.stderr)
+        return 130
     if result.checkpoint is not None or result.step:
         kl = {k: result.metrics[k] for k in ("kl_mean", "kl_min", "kl_max") if k in result.metrics}
         log.info(

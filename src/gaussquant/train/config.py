@@ -104,6 +104,8 @@ class TrainConfig:
     ``fp32`` or ``bf16`` (autocast; the bottleneck quantizes in fp32). ``device``: ``auto`` (CUDA when
     present), ``cpu`` or ``cuda``. ``init_from``: a trained model (save dir, checkpoint or run dir) whose
     matching weights start a new run (weights only; ignored when the run resumes from its own checkpoint).
+    present), ``cpu`` or ``cuda``. ``max_seconds``: wall-clock budget of one invocation (None = none): the
+    loop stops at the first step boundary past it, whatever the step count, and saves a checkpoint.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -124,6 +126,7 @@ class TrainConfig:
     precision: str = "fp32"
     device: str = "auto"
     init_from: str | None = None
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -145,6 +148,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.ema_decay is None or 0.0 < cfg.ema_decay < 1.0,
          f"ema_decay must be in (0, 1) or null, got {cfg.ema_decay}"),
         (cfg.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {cfg.precision!r}"),
+        (cfg.max_seconds is None or cfg.max_seconds > 0, f"max_seconds must be > 0 or null, got {cfg.max_seconds}"),
         (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
         (cfg.loss.gan.disc_start is None or cfg.loss.gan.disc_start >= 0,
          f"loss.gan.disc_start must be >= 0 or null, got {cfg.loss.gan.disc_start}"),

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from gaussquant.data.summary import describe_training_data
 from gaussquant.distributed import distributed_ready
 from gaussquant.losses.adversarial import adaptive_weight, hinge_d_loss, hinge_g_loss
 from gaussquant.train import distributed as tdist
 from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
 from gaussquant.train.config import TrainConfig, config_to_dict, save_config_yaml
 from gaussquant.train.divergence import check_finite_step
+from gaussquant.train.interrupt import StopRequests, TrainingInterrupted
 from gaussquant.train.monitor import Monitor
 from gaussquant.train.resume_config import OPTIM_KEYS, apply_optim_settings, check_resume_config
 from gaussquant.train.setup import Components, build_components, checkpoint_meta, init_weights
@@ -66,6 +70,8 @@ class Trainer:
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
         self.c: Components = build_components(cfg, self.info)
+        if self.info.is_main:
+            log.info("%s", describe_training_data(self.c.loader.dataset))
         self.step = 0
         self.epoch = 0
         self.consumed = 0  # samples of this epoch used by finished steps (this rank)
@@ -319,30 +325,55 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def fit(self) -> TrainResult:
+    def _should_stop(self, stops: StopRequests, deadline: float | None) -> str | None:
+        """``"signal"``, ``"time"`` or None, agreed by every rank (one tiny all-reduce when distributed)."""
+        flag = 2 if stops.signum is not None else 1 if deadline is not None and time.perf_counter() >= deadline else 0
+        if dist.is_initialized():
+            t = torch.tensor([flag], device=self.info.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = int(t.item())
+        return {0: None, 1: "time", 2: "signal"}[flag]
+
+    def fit(self, on_step: Callable[[Trainer, dict[str, Tensor]], None] | None = None) -> TrainResult:
+        """Train to ``cfg.steps``, or until ``cfg.max_seconds`` of wall clock (checked after every step),
+        or until SIGINT / SIGTERM (then the unsaved steps are checkpointed and
+        :class:`~gaussquant.train.interrupt.TrainingInterrupted` is raised). ``on_step(trainer, logs)``
+        runs after every step (its time counts against the budget)."""
         cfg = self.cfg
         self.monitor = Monitor(self.out, total_steps=cfg.steps, start_step=self.step, enabled=self.info.is_main)
         start_step, t0 = self.step, time.perf_counter()
+        deadline = t0 + cfg.max_seconds if cfg.max_seconds is not None else None
         last_ckpt, values, window_t, window_steps = None, {}, time.perf_counter(), 0
         images_per_step = cfg.batch_size * cfg.optim.grad_accum * self.info.world_size
+        stop = None
         try:
-            while self.step < cfg.steps:
-                logs = self.train_step()
-                window_steps += 1
-                self.monitor.advance()
-                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    now = time.perf_counter()
-                    logs["img_per_s"] = torch.tensor(images_per_step * window_steps / (now - window_t))
-                    values = self.monitor.log(self.step, {**logs, **self._multipliers()})
-                    window_t, window_steps = now, 0
-                if self.step % cfg.image_every == 0 or self.step == cfg.steps:
-                    self.write_images()
-                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                    last_ckpt = self.save() or last_ckpt
+            with StopRequests() as stops:
+                while self.step < cfg.steps:
+                    logs = self.train_step()
+                    window_steps += 1
+                    self.monitor.advance()
+                    if on_step is not None:
+                        on_step(self, logs)
+                    stop = self._should_stop(stops, deadline)
+                    if self.step % cfg.log_every == 0 or self.step == cfg.steps or stop:
+                        now = time.perf_counter()
+                        logs["img_per_s"] = torch.tensor(images_per_step * window_steps / (now - window_t))
+                        values = self.monitor.log(self.step, {**logs, **self._multipliers()})
+                        window_t, window_steps = now, 0
+                    if self.step % cfg.image_every == 0 or self.step == cfg.steps or stop == "time":
+                        self.write_images()
+                    if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps or (stop and self.step > start_step):
+                        last_ckpt = self.save() or last_ckpt
+                    if stop:
+                        break
         finally:
             self.monitor.close()
             self.release()
         tdist.barrier()
+        if stop == "signal":
+            raise TrainingInterrupted(self.step, stops.signum or signal.SIGINT)
+        if stop == "time":
+            log.info("wall-clock budget of %.0f s reached at step %d of %d", cfg.max_seconds, self.step, cfg.steps)
         seconds = time.perf_counter() - t0
         done = self.step - start_step
         return TrainResult(

@@ -31,10 +31,13 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gaussquant.models.autoencoder import Autoencoder
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +246,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _save(model: Autoencoder, directory: Path, extra: dict[str, Any]) -> None:
+def _save(model: "Autoencoder", directory: Path, extra: dict[str, Any]) -> None:
     """Save the imported model; its ``model.config`` says what it is (paper preset + GQ bottleneck)."""
     model.save_pretrained(directory, extra=extra)
 
