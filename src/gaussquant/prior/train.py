@@ -135,7 +135,7 @@ def train_prior(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            loss = float(bits)
+            loss = float(bits.detach())
             if not math.isfinite(loss):
                 raise RuntimeError(f"the prior's loss became {loss} at step {step}; lower --lr and rerun")
             if bar is not None:
