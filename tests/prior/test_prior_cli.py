@@ -78,5 +78,7 @@ def test_generate_refuses_a_tokenizer_that_did_not_write_the_tokens(encoded, tmp
     assert main(["prior", "train", str(tokens), "--out", str(tmp_path / "p2"), "--steps", "1",
                  "--tokenizer", str(other), "--device", "cpu"]) == 1
     assert "did not write these tokens" in capsys.readouterr().err
+    assert main(["generate", str(run), "--num", "2", "--out", str(tmp_path / "g2"), "--top-k", "0"]) == 1
+    assert "--top-k >= 1" in capsys.readouterr().err and not (tmp_path / "g2").exists()
     assert main(["prior", "eval", str(tmp_path / "missing"), str(tokens)]) == 1
     assert "prior not found" in capsys.readouterr().err

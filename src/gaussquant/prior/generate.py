@@ -95,6 +95,10 @@ def generate_images(prior_path: str | os.PathLike, num: int, out_dir: str | os.P
     """
     from gaussquant.decode import decode_tokens
 
+    if num < 1 or batch_size < 1:
+        raise ValueError(f"--num and --batch-size must be >= 1; got {num} and {batch_size}")
+    if temperature <= 0 or (top_k is not None and top_k < 1):
+        raise ValueError(f"--temperature must be > 0 and --top-k >= 1; got {temperature} and {top_k}")
     device = torch.device(device)
     out = check_output_path(out_dir)
     if out.exists() and not out.is_dir():

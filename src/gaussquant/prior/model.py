@@ -242,9 +242,9 @@ class TokenPrior(nn.Module):
         """
         if temperature <= 0:
             raise ValueError(f"temperature must be > 0; got {temperature}")
-        cfg = self.config
-        if top_k is not None and not 1 <= top_k:
+        if top_k is not None and top_k < 1:
             raise ValueError(f"top-k must be >= 1; got {top_k}")
+        cfg = self.config
         device = self.position_embedding.weight.device
         out = torch.zeros(num, cfg.seq_len, cfg.num_groups, dtype=torch.long, device=device)
         for t in range(cfg.seq_len):
