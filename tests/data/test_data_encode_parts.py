@@ -99,3 +99,6 @@ def test_cli_writes_parts_when_out_is_a_folder(images, tmp_path, capsys):
     assert "index.json" in capsys.readouterr().out
     tokens = load_tokens(tmp_path / "tok")
     assert tokens.num_images == 7 and len(list((tmp_path / "tok").glob("part-*.npz"))) == 2
+    assert main(["decode", str(tmp_path / "m"), str(tmp_path / "tok"), "--out", str(tmp_path / "png"),
+                 "--device", "cpu"]) == 0
+    assert len(list((tmp_path / "png").rglob("*.png"))) == 7
