@@ -41,3 +41,12 @@ def test_cli_dry_run_prints_sizes_and_writes_nothing(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "parameters:" in text and "MiB per image" in text and "step time:" in text
     assert not out.exists()
+
+
+def test_a_slow_cpu_step_is_not_run_twice(monkeypatch):
+    from gaussquant.train import dry_run as module
+
+    monkeypatch.setattr(module, "SLOW_STEP_S", 0.0)
+    report = dry_run(load_config("vit-tiny-gq", ["device=cpu"]))
+    assert report.step_seconds > 0 and report.step_batch == 1
+    assert any("first (measuring) step" in note for note in report.notes)
