@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from gaussquant.cli import main
@@ -50,3 +51,13 @@ def test_a_slow_cpu_step_is_not_run_twice(monkeypatch):
     report = dry_run(load_config("vit-tiny-gq", ["device=cpu"]))
     assert report.step_seconds > 0 and report.step_batch == 1
     assert any("first (measuring) step" in note for note in report.notes)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_dry_run_on_cuda_times_the_configured_batch_and_reports_peak_memory():
+    cfg = load_config("unet-tiny-gq", ["device=cuda"])
+    report = dry_run(cfg, steps=2)
+    assert report.device.startswith("cuda") and report.step_batch == cfg.batch_size
+    # the peak holds at least the weights, their gradients and the activations of the timed batch
+    assert report.peak_device_bytes > report.params * 4 * 2 + report.activation_bytes_per_image * cfg.batch_size

@@ -95,3 +95,14 @@ def test_trainer_compile_option_agrees_with_eager(tiny_config, tmp_path):
         trainer.fit()
         weights.append(_weights(trainer))
     torch.testing.assert_close(weights[1], weights[0], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_bf16_training_step_is_finite_and_close_to_float32(tiny_config, tmp_path):
+    losses = []
+    for precision in ("fp32", "bf16"):
+        trainer = Trainer(tiny_config(out=tmp_path / precision, precision=precision, device="cuda", steps=1))
+        result = trainer.fit()
+        losses.append(result.metrics["loss"])
+    assert abs(losses[1] - losses[0]) < 1e-2 * abs(losses[0])
