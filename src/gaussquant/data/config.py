@@ -10,6 +10,8 @@ Sources:
   ``file_list.py``: beside the data by default, ``list_cache``) and built by rank 0 for all ranks; headers
   are not opened at start unless ``check_headers`` (a corrupt file is then skipped when it is loaded), and
   the eval split is not decoded at start (the trainer only takes its first preview images).
+- ``"shards"``: :class:`ImageShardDataset` over a folder written by ``gaussquant shards`` (``shards.py``):
+  its ``train`` split for training, its ``val`` split (or ``train`` again, center crops) for evaluation.
 - ``"fashion-mnist"``: the IDX files under ``path`` (default: the Debian package's folder), train/test.
 """
 
@@ -26,7 +28,7 @@ from gaussquant.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from gaussquant.data.file_list import CACHE_DIRNAME
 from gaussquant.data.folder import ImageFolderDataset
 
-SOURCES = ("default", "folder", "fashion-mnist")
+SOURCES = ("default", "folder", "shards", "fashion-mnist")
 
 
 @dataclass
@@ -34,8 +36,8 @@ class DataConfig:
     """Where images come from and how they are cropped.
 
     Attributes:
-        source: ``"default"`` (bundled photos), ``"folder"`` or ``"fashion-mnist"``.
-        path: the folder for ``"folder"`` (required) or ``"fashion-mnist"`` (optional).
+        source: ``"default"`` (bundled photos), ``"folder"``, ``"shards"`` or ``"fashion-mnist"``.
+        path: the folder for ``"folder"`` / ``"shards"`` (required) or ``"fashion-mnist"`` (optional).
         image_size: side of the square training/eval images in pixels.
         num_crops: training crops of the default photos.
         eval_crops: evaluation crops of the held-out default photos.
@@ -71,6 +73,8 @@ class DataConfig:
             raise ValueError(f"data source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "folder" and not self.path:
             raise ValueError("data source 'folder' needs path= the image folder (e.g. --data DIR)")
+        if self.source == "shards" and not self.path:
+            raise ValueError("data source 'shards' needs path= the folder written by `gaussquant shards`")
         workers_bad = self.num_workers is not None and self.num_workers < 0
         if self.image_size < 1 or self.num_crops < 1 or self.eval_crops < 1 or workers_bad:
             raise ValueError(f"invalid sizes in {self}")
@@ -115,6 +119,14 @@ def build_dataset(config: DataConfig) -> tuple[Dataset, Dataset]:
         return train, evaluation
     if config.source == "folder":
         return _folder_datasets(config)
+    if config.source == "shards":
+        from gaussquant.data.shards import ImageShardDataset, shard_splits
+
+        common = dict(image_size=config.image_size, strict=config.strict)
+        train = ImageShardDataset(config.path or "", "train", mode="random" if config.random_crop else "center",
+                                  flip=config.flip, seed=config.seed, **common)
+        split = "val" if "val" in shard_splits(config.path or "") else "train"
+        return train, ImageShardDataset(config.path or "", split, mode="center", **common)
     root = config.path or DEFAULT_ROOT
     return (
         FashionMNIST(root, "train", config.image_size),

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -173,11 +174,15 @@ class ImageFolderDataset(Dataset):
         """Select the epoch whose random crops ``__getitem__`` returns."""
         self.epoch = int(epoch)
 
+    def _source(self, name: str) -> Path | BinaryIO:
+        """What ``Image.open`` reads for ``name`` (a path here; the bytes of a tar member in ``shards.py``)."""
+        return self.root / name
+
     def _load(self, index: int) -> np.ndarray | None:
         """The resized RGB array of ``files[index]``, or None when it is corrupt (non-strict)."""
         name = self.files[index]
         try:
-            with Image.open(self.root / name) as image:
+            with Image.open(self._source(name)) as image:
                 image.load()
                 resized = resize_shorter_side(pil_to_rgb8(image), self.image_size)
             return np.asarray(resized)
