@@ -5,7 +5,8 @@
 
 Times, in this one process: building the train and eval datasets of ``data.source: folder`` (listing,
 checks, cache) and decoding the 8 preview images the trainer takes from the eval split. Run it twice: the
-second run reads the file-list cache written by the first. ``--set KEY=VALUE`` sets DataConfig fields.
+second run reads the file-list cache written by the first. ``--set KEY=VALUE`` sets DataConfig fields
+(``--set source=shards`` with ROOT a folder written by ``gaussquant shards``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def main() -> None:
     for item in args.sets:
         key, value = item.split("=", 1)
         fields[key] = {"true": True, "false": False}.get(value.lower(), value)
-    config = DataConfig(source="folder", path=args.root, image_size=args.image_size, **fields)
+    config = DataConfig(**{"source": "folder", "path": args.root, "image_size": args.image_size, **fields})
     t0 = time.perf_counter()
     train, evaluation = build_dataset(config)
     t1 = time.perf_counter()
