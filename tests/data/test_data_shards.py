@@ -28,8 +28,8 @@ def imagenet(tmp_path):
             array = rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)
             Image.fromarray(array).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
     # a name over tar's 100-character field and a non-ASCII one: PAX headers, offsets must still be right
-    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / "train" / "n0" / ("x" * 120 + ".png"))
-    Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / "train" / "n1" / "café.png")
+    for name in ("n0/" + "x" * 120 + ".png", "n1/café.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(root / "train" / name)
     return root
 
 
