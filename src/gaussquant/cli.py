@@ -32,6 +32,8 @@ from gaussquant.optional import MissingOptionalDependency
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train an autoencoder from a YAML config or preset (resumable, torchrun-ready)",
               "gaussquant.train.command"),
+    "shards": ("pack an image folder into tar shards with an index (data.source: shards)",
+               "gaussquant.data.command"),
     "convert": ("convert a Gaussian VAE to a GQ VQ-VAE (prints the convertibility report)",
                 "gaussquant.commands.convert"),
     "import-reference": ("import a GQ reference .ckpt as a GQ VQ-VAE, running no code",

@@ -45,6 +45,8 @@ from torch import Tensor, nn
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
+PARTS_FORMAT = "gaussquant-token-parts"
+PARTS_INDEX = "index.json"
 PARTIAL_SUFFIX = ".partial"
 LAYOUTS = ("channel_first", "token_last")
 _REQUIRED = (
@@ -243,8 +245,11 @@ class TokenWriter:
 
 
 def load_tokens(path: str | os.PathLike) -> TokenFile:
-    """Read and validate a tokens ``.npz`` (indices are loaded whole: they are compact)."""
+    """Read and validate a tokens ``.npz`` (indices are loaded whole: they are compact), or a folder of
+    parts written by a parallel encode (:func:`load_token_parts`)."""
     path = Path(path)
+    if path.is_dir():
+        return load_token_parts(path)
     if path.name.endswith(PARTIAL_SUFFIX):
         raise ValueError(
             f"{path} is an unfinished tokens file left by an interrupted encode; delete it and run "
@@ -300,3 +305,41 @@ def check_index_range(indices: np.ndarray, codebook_size: int, what: str = "toke
             f"{what}: {bad} indices are out of range (max {int(indices.max())}, codebook_size {codebook_size}, "
             f"valid 0..{codebook_size - 1}); these tokens were not written by a model with this codebook"
         )
+
+
+def load_token_parts(folder: str | os.PathLike) -> TokenFile:
+    """Read the parts of a parallel encode (``encode_parallel.py``) as one :class:`TokenFile`, in file
+    order; checks that ``index.json`` is complete and that every part agrees with it and with the others."""
+    folder = Path(folder)
+    index_path = folder / PARTS_INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} has no {PARTS_INDEX}: it is not a finished parallel encode (run the same "
+            "`gaussquant encode ... --out` again to finish it)"
+        )
+    try:
+        index = json.loads(index_path.read_text())
+        entries = [(str(e["file"]), int(e["start"]), int(e["count"])) for e in index["parts"]]
+        total, fingerprint = int(index["num_images"]), str(index["model_fingerprint"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{index_path} is not a gaussquant token-parts index ({err})") from None
+    if index.get("format") != PARTS_FORMAT:
+        raise ValueError(f"{index_path} is not a gaussquant token-parts index (format {index.get('format')!r})")
+    parts, at = [], 0
+    for name, start, count in entries:
+        part = load_tokens(folder / name)
+        if start != at or part.num_images != count or part.model_fingerprint != fingerprint:
+            raise ValueError(f"{folder / name} does not match {index_path} (start, count or model); encode again")
+        if parts and (part.codebook_size, part.grid, part.layout, part.image_size) != (
+                parts[0].codebook_size, parts[0].grid, parts[0].layout, parts[0].image_size):
+            raise ValueError(f"{folder / name} has another token shape than {entries[0][0]}; encode again")
+        parts.append(part)
+        at += count
+    if at != total or not parts:
+        raise ValueError(f"{index_path} lists {at} images in its parts but announces {total}")
+    first = parts[0]
+    return TokenFile(
+        indices=np.concatenate([p.indices for p in parts]), file_names=[n for p in parts for n in p.file_names],
+        codebook_size=first.codebook_size, num_groups=first.num_groups, grid=first.grid,
+        image_size=first.image_size, layout=first.layout, model_fingerprint=fingerprint,
+    )

@@ -6,12 +6,18 @@ Sources:
   photos (``eval_crops``).
 - ``"folder"``: :class:`ImageFolderDataset`. ``path`` is either one folder (then the train set uses
   it with random crops and the eval set the same files with center crops), or a folder holding
-  ``train/`` and ``val/`` (ImageNet layout), used for the two splits.
+  ``train/`` and ``val/`` (ImageNet layout), used for the two splits. The file lists are cached (see
+  ``file_list.py``: beside the data by default, ``list_cache``) and built by rank 0 for all ranks; headers
+  are not opened at start unless ``check_headers`` (a corrupt file is then skipped when it is loaded), and
+  the eval split is not decoded at start (the trainer only takes its first preview images).
+- ``"shards"``: :class:`ImageShardDataset` over a folder written by ``gaussquant shards`` (``shards.py``):
+  its ``train`` split for training, its ``val`` split (or ``train`` again, center crops) for evaluation.
 - ``"fashion-mnist"``: the IDX files under ``path`` (default: the Debian package's folder), train/test.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +25,10 @@ from torch.utils.data import Dataset
 
 from gaussquant.data.default_photos import EVAL_PHOTOS, DefaultPhotoCrops
 from gaussquant.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
+from gaussquant.data.file_list import CACHE_DIRNAME
 from gaussquant.data.folder import ImageFolderDataset
 
-SOURCES = ("default", "folder", "fashion-mnist")
+SOURCES = ("default", "folder", "shards", "fashion-mnist")
 
 
 @dataclass
@@ -29,8 +36,8 @@ class DataConfig:
     """Where images come from and how they are cropped.
 
     Attributes:
-        source: ``"default"`` (bundled photos), ``"folder"`` or ``"fashion-mnist"``.
-        path: the folder for ``"folder"`` (required) or ``"fashion-mnist"`` (optional).
+        source: ``"default"`` (bundled photos), ``"folder"``, ``"shards"`` or ``"fashion-mnist"``.
+        path: the folder for ``"folder"`` / ``"shards"`` (required) or ``"fashion-mnist"`` (optional).
         image_size: side of the square training/eval images in pixels.
         num_crops: training crops of the default photos.
         eval_crops: evaluation crops of the held-out default photos.
@@ -38,7 +45,12 @@ class DataConfig:
         flip: random horizontal flips for training.
         seed: seeds crops (and, in the trainer, the sampler).
         strict: a corrupt image file is an error instead of being skipped.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes per rank; None = automatic (``default_num_workers`` in
+            ``sampler.py`` for folders, 0 for the in-memory sources). Workers persist across epochs.
+        check_headers: open every folder image's header at start and drop the unreadable ones (once per
+            folder state when the list is cached); off: corrupt files are skipped when loaded.
+        list_cache: where folder file lists are cached: ``"beside"`` (``<folder>/.gaussquant/``, none if
+            the folder is read-only), ``"off"``, or a folder path.
         eval_photos: held-out default photos.
         max_photo_weight: default photos: cap (pixels) on the area that weighs a photo's share of training
             crops (None = proportional to area; ``unet-demo-gq`` uses 262144 = 512 x 512).
@@ -53,7 +65,9 @@ class DataConfig:
     flip: bool = True
     seed: int = 0
     strict: bool = False
-    num_workers: int = 0
+    num_workers: int | None = None
+    check_headers: bool = False
+    list_cache: str = "beside"
     eval_photos: tuple[str, ...] = EVAL_PHOTOS
     max_photo_weight: int | None = None
 
@@ -62,9 +76,20 @@ class DataConfig:
             raise ValueError(f"data source must be one of {SOURCES}, got {self.source!r}")
         if self.source == "folder" and not self.path:
             raise ValueError("data source 'folder' needs path= the image folder (e.g. --data DIR)")
-        if self.image_size < 1 or self.num_crops < 1 or self.eval_crops < 1 or self.num_workers < 0:
+        if self.source == "shards" and not self.path:
+            raise ValueError("data source 'shards' needs path= the folder written by `gaussquant shards`")
+        workers_bad = self.num_workers is not None and self.num_workers < 0
+        if self.image_size < 1 or self.num_crops < 1 or self.eval_crops < 1 or workers_bad:
             raise ValueError(f"invalid sizes in {self}")
         self.eval_photos = tuple(self.eval_photos)
+
+
+def _cache_dir(config: DataConfig, root: Path) -> Path | None:
+    if config.list_cache == "off":
+        return None
+    if config.list_cache == "beside":
+        return root / CACHE_DIRNAME
+    return Path(config.list_cache)
 
 
 def _folder_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
@@ -72,17 +97,19 @@ def _folder_datasets(config: DataConfig) -> tuple[Dataset, Dataset]:
     train_root, eval_root = root, root
     if (root / "train").is_dir() and (root / "val").is_dir():
         train_root, eval_root = root / "train", root / "val"
+    common = dict(
+        image_size=config.image_size, strict=config.strict, check_headers=config.check_headers,
+        share_listing=True,
+    )
     train = ImageFolderDataset(
-        train_root,
-        image_size=config.image_size,
-        mode="random" if config.random_crop else "center",
-        flip=config.flip,
-        strict=config.strict,
-        seed=config.seed,
+        train_root, mode="random" if config.random_crop else "center", flip=config.flip, seed=config.seed,
+        cache_dir=_cache_dir(config, train_root), **common,
     )
-    evaluation = ImageFolderDataset(
-        eval_root, image_size=config.image_size, mode="center", strict=config.strict, verify=True
-    )
+    if eval_root == train_root:
+        evaluation = copy.copy(train)  # the same files, center crops: no second listing
+        evaluation.mode, evaluation.flip, evaluation.skipped = "center", False, dict(train.skipped)
+    else:
+        evaluation = ImageFolderDataset(eval_root, mode="center", cache_dir=_cache_dir(config, eval_root), **common)
     return train, evaluation
 
 
@@ -96,6 +123,14 @@ def build_dataset(config: DataConfig) -> tuple[Dataset, Dataset]:
         return train, evaluation
     if config.source == "folder":
         return _folder_datasets(config)
+    if config.source == "shards":
+        from gaussquant.data.shards import ImageShardDataset, shard_splits
+
+        common = dict(image_size=config.image_size, strict=config.strict)
+        train = ImageShardDataset(config.path or "", "train", mode="random" if config.random_crop else "center",
+                                  flip=config.flip, seed=config.seed, **common)
+        split = "val" if "val" in shard_splits(config.path or "") else "train"
+        return train, ImageShardDataset(config.path or "", split, mode="center", **common)
     root = config.path or DEFAULT_ROOT
     return (
         FashionMNIST(root, "train", config.image_size),

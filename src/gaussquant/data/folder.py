@@ -8,14 +8,21 @@ alpha is composited on white, 16-bit is rescaled) and cropped to ``image_size``:
 - ``mode="random"``: resize the shorter side to ``image_size``, take a random square along the longer
   side, flip horizontally with probability 1/2 when ``flip`` (the VQGAN "smallest side + random crop"
   recipe). The crop comes from a generator seeded by ``(seed, epoch, index)``: deterministic whatever
-  the worker count, and the same after a resume. Call :meth:`set_epoch` each epoch (before the loader
-  starts its workers, i.e. with ``persistent_workers=False``, which ``make_loader`` uses).
+  the worker count, and the same after a resume. The epoch comes with the index: ``dataset[(epoch, i)]``
+  (what ``make_loader`` asks for, so persistent workers see every new epoch), or ``dataset[i]`` with the
+  epoch of :meth:`set_epoch`.
+
+Listing (``file_list.py``): one ``os.scandir`` walk, cached in ``cache_dir`` (default: none here; the
+training data config puts it beside the data) and, with ``share_listing=True``, built by rank 0 and
+broadcast to the other ranks.
 
 Corrupt files (when they are found, and what happens):
 
-- **at listing** (``check_headers=True``, the default): each file's header is opened (one small read
-  per file, in a thread pool). Files that are not images are dropped, with ONE warning that counts and
-  names them. For folders of millions of files on slow storage, ``check_headers=False`` skips this.
+- **at listing** (``check_headers=True``, the default of this class; training folders default to
+  ``data.check_headers: false``): each file's header is opened (one small read per file, in a thread
+  pool). Files that are not images are dropped, with ONE warning that counts and names them. For folders
+  of millions of files on slow storage, ``check_headers=False`` skips this. With a cache the check runs
+  once per folder state.
 - **full check** (``verify=True``): every image is decoded once at construction in a thread pool, so
   truncated files are dropped too, again with one warning. Use it for evaluation sets, where every
   dropped file must be counted up front.
@@ -30,14 +37,15 @@ image files, is a ``FileNotFoundError`` naming the folder.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from gaussquant.data.file_list import IMAGE_EXTENSIONS, image_file_index, walk_images
 from gaussquant.data.transforms import (
     center_crop,
     item_generator,
@@ -49,20 +57,15 @@ from gaussquant.data.transforms import (
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def list_image_files(root: str | Path) -> list[str]:
-    """Relative paths (POSIX style, sorted) of every image file under ``root``, recursively."""
+    """Relative paths (POSIX style, sorted) of every image file under ``root``, recursively (no cache)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist or is not a folder")
-    files = [
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-    ]
+    files, _ = walk_images(root)
     if not files:
         raise FileNotFoundError(
             f"no image files ({', '.join(IMAGE_EXTENSIONS)}, any case) found under {str(root)!r}"
@@ -107,6 +110,8 @@ class ImageFolderDataset(Dataset):
         verify: decode every file at construction (see the module docstring).
         check_headers: open every file's header at construction (ignored when ``verify``).
         num_threads: threads for the listing/verification pass.
+        cache_dir: where the file list (and check results) are cached; None = no cache.
+        share_listing: under a process group, rank 0 lists and broadcasts (every rank must construct).
 
     ``dataset.files`` holds the relative file names; ``dataset[i]`` is the tensor of ``files[i]``
     (or, after a load-time failure, of the next valid file; see ``dataset.skipped``).
@@ -124,6 +129,8 @@ class ImageFolderDataset(Dataset):
         verify: bool = False,
         check_headers: bool = True,
         num_threads: int = 8,
+        cache_dir: str | Path | None = None,
+        share_listing: bool = False,
     ) -> None:
         if mode not in ("center", "random"):
             raise ValueError(f"mode must be 'center' or 'random', got {mode!r}")
@@ -137,13 +144,16 @@ class ImageFolderDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.skipped: dict[str, str] = {}
-        files = list_image_files(self.root)
-        bad: dict[str, str] = {}
-        if verify or check_headers:
-            check = _decodes if verify else _header_ok
-            with ThreadPoolExecutor(max_workers=max(1, num_threads)) as pool:
-                problems = list(pool.map(check, (self.root / name for name in files)))
-            bad = {name: why for name, why in zip(files, problems) if why is not None}
+        check = "decode" if verify else "headers" if check_headers else "none"
+        checker = {"decode": _decodes, "headers": _header_ok, "none": None}[check]
+        files, bad = image_file_index(
+            self.root, check=check, checker=checker, cache_dir=cache_dir, share=share_listing,
+            num_threads=num_threads,
+        )
+        if not files:
+            raise FileNotFoundError(
+                f"no image files ({', '.join(IMAGE_EXTENSIONS)}, any case) found under {str(self.root)!r}"
+            )
         if bad:
             self._report_listing(bad)
         self.files = [name for name in files if name not in bad]
@@ -164,11 +174,15 @@ class ImageFolderDataset(Dataset):
         """Select the epoch whose random crops ``__getitem__`` returns."""
         self.epoch = int(epoch)
 
+    def _source(self, name: str) -> Path | BinaryIO:
+        """What ``Image.open`` reads for ``name`` (a path here; the bytes of a tar member in ``shards.py``)."""
+        return self.root / name
+
     def _load(self, index: int) -> np.ndarray | None:
         """The resized RGB array of ``files[index]``, or None when it is corrupt (non-strict)."""
         name = self.files[index]
         try:
-            with Image.open(self.root / name) as image:
+            with Image.open(self._source(name)) as image:
                 image.load()
                 resized = resize_shorter_side(pil_to_rgb8(image), self.image_size)
             return np.asarray(resized)
@@ -180,8 +194,17 @@ class ImageFolderDataset(Dataset):
                 logger.warning("skipping corrupt image %s (%s); using the next file", name, error)
             return None
 
-    def __getitem__(self, index: int) -> Tensor:
-        """Tensor ``(3, image_size, image_size)`` in [-1, 1] for ``files[index]``."""
+    #: ``make_loader`` passes ``(epoch, index)`` pairs to datasets that set this
+    takes_epoch = True
+    #: ``make_loader(num_workers=None)`` gives worker processes to datasets that decode files
+    reads_files = True
+
+    def __getitem__(self, index: int | tuple[int, int]) -> Tensor:
+        """Tensor ``(3, image_size, image_size)`` in [-1, 1] for ``files[index]``; ``index`` may be an
+        ``(epoch, index)`` pair (the epoch of the random crop, else :meth:`set_epoch`'s)."""
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = (int(v) for v in index)
         for offset in range(len(self.files)):
             candidate = (index + offset) % len(self.files)
             array = self._load(candidate)
@@ -189,6 +212,6 @@ class ImageFolderDataset(Dataset):
                 continue
             if self.mode == "center":
                 return to_tensor(center_crop(array, self.image_size))
-            generator = item_generator(self.seed, self.epoch, index)
+            generator = item_generator(self.seed, epoch, index)
             return to_tensor(random_crop(array, self.image_size, generator, self.flip))
         raise ValueError(f"every image under {str(self.root)!r} failed to decode: {self.skipped}")

@@ -129,24 +129,61 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+class EpochTagged(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` for each index of a :class:`ResumableSampler`, reading the epoch as it
+    goes (in the main process), so datasets whose items depend on the epoch (random crops) stay right
+    with persistent workers, which never see a ``dataset.set_epoch`` made after they started."""
+
+    def __init__(self, sampler: ResumableSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self.sampler:
+            yield self.sampler.epoch, index
+
+
+def default_num_workers() -> int:
+    """Loader workers per process for file-decoding datasets: the CPUs this process may use, shared by
+    the ``LOCAL_WORLD_SIZE`` processes of this machine (set by torchrun), less one for the training
+    loop, at most 8; at least 1 in a single process, else at least 0."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1 if local == 1 else 0, min(8, cpus // local - 1))
+
+
 def make_loader(
     dataset: Dataset,
     sampler: Sampler[int],
     batch_size: int,
-    num_workers: int = 0,
+    num_workers: int | None = 0,
     *,
     seed: int = 0,
     drop_last: bool = False,
     pin_memory: bool = False,
+    persistent_workers: bool = True,
 ) -> DataLoader:
     """A DataLoader over ``sampler`` with deterministic worker seeding.
 
     Worker ``w`` gets torch seed ``base + w`` where ``base`` comes from a local generator seeded with
     ``seed`` (DataLoader's own scheme, made reproducible), and numpy/random seeded from it.
-    Workers are not persistent, so ``dataset.set_epoch`` takes effect at the next epoch.
+    ``num_workers=None`` chooses: :func:`default_num_workers` for datasets that decode files
+    (``dataset.reads_files``), 0 for in-memory ones. Workers persist across epochs (``persistent_workers``):
+    a dataset with ``takes_epoch`` gets ``(epoch, index)`` pairs from a :class:`ResumableSampler`
+    (:class:`EpochTagged`) so its epoch-dependent items stay right. ``pin_memory``: for a CUDA device.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers is None:
+        num_workers = default_num_workers() if getattr(dataset, "reads_files", False) else 0
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if getattr(dataset, "takes_epoch", False) and isinstance(sampler, ResumableSampler):
+        sampler = EpochTagged(sampler)  # type: ignore[assignment]
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -156,5 +193,5 @@ def make_loader(
         pin_memory=pin_memory,
         worker_init_fn=_seed_worker if num_workers > 0 else None,
         generator=torch.Generator().manual_seed(int(seed)),
-        persistent_workers=False,
+        persistent_workers=persistent_workers and num_workers > 0,
     )

@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="start from the weights of a trained model (save dir, checkpoint or run dir): weights only, fresh "
         "optimizer; the bottleneck may differ (e.g. a vanilla VAE fine-tuned with TDC); prints what was loaded",
     )
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print parameters, activation memory per image and a measured step time on this device "
+        "(random images, batch 1 on CPU), then exit without writing anything",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -54,6 +59,11 @@ def main(args: argparse.Namespace) -> int:
     if args.init_from:
         overrides.append(f"init_from={args.init_from}")
     config = load_config(args.config or args.preset, overrides)
+    if getattr(args, "dry_run", False):
+        from gaussquant.train.dry_run import dry_run
+
+        print(f"dry run of {args.config or args.preset}\n{dry_run(config).to_text()}")
+        return 0
     from gaussquant.tokens import check_output_path
 
     check_output_path(config.out)

@@ -1,0 +1,71 @@
+"""Start-up time of a folder data source: what the trainer does before its first step (docs/benchmarks.md).
+
+    python benchmarks/folder_startup.py DIR --make 200000   # write DIR/train (N tiny PNGs) + DIR/val (N/20)
+    python benchmarks/folder_startup.py DIR                 # time build_dataset + the 8 preview images
+
+Times, in this one process: building the train and eval datasets of ``data.source: folder`` (listing,
+checks, cache) and decoding the 8 preview images the trainer takes from the eval split. Run it twice: the
+second run reads the file-list cache written by the first. ``--set KEY=VALUE`` sets DataConfig fields
+(``--set source=shards`` with ROOT a folder written by ``gaussquant shards``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import time
+
+import numpy as np
+from PIL import Image
+
+
+def make_folder(root: str, count: int, per_class: int = 1000) -> None:
+    """ImageNet layout: ``root/train/nXXXXXXXX/img_XXXXX.png`` (``count`` files) and ``root/val`` (count/20),
+    24x32 RGB noise PNGs (64 distinct contents written over and over: the files, not the pixels, matter)."""
+    rng = np.random.default_rng(0)
+    blobs = []
+    for _ in range(64):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(buffer, "PNG")
+        blobs.append(buffer.getvalue())
+    for split, total in (("train", count), ("val", max(1, count // 20))):
+        for start in range(0, total, per_class):
+            folder = os.path.join(root, split, f"n{start // per_class:08d}")
+            os.makedirs(folder, exist_ok=True)
+            for j in range(start, min(total, start + per_class)):
+                with open(os.path.join(folder, f"img_{j - start:05d}.png"), "wb") as f:
+                    f.write(blobs[j % 64])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root")
+    parser.add_argument("--make", type=int, metavar="N", help="first write N training images under ROOT")
+    parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args()
+    if args.make:
+        t0 = time.perf_counter()
+        make_folder(args.root, args.make)
+        print(f"wrote {args.make} + {max(1, args.make // 20)} images in {time.perf_counter() - t0:.1f} s")
+    import torch
+
+    from gaussquant.data.config import DataConfig, build_dataset
+
+    fields = {}
+    for item in args.sets:
+        key, value = item.split("=", 1)
+        fields[key] = {"true": True, "false": False}.get(value.lower(), value)
+    config = DataConfig(**{"source": "folder", "path": args.root, "image_size": args.image_size, **fields})
+    t0 = time.perf_counter()
+    train, evaluation = build_dataset(config)
+    t1 = time.perf_counter()
+    preview = torch.stack([evaluation[i] for i in range(min(8, len(evaluation)))])
+    t2 = time.perf_counter()
+    print(f"train {len(train)} files, eval {len(evaluation)} files, preview {tuple(preview.shape)}")
+    print(f"datasets {t1 - t0:.2f} s + preview {t2 - t1:.2f} s = start-up {t2 - t0:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
