@@ -2,6 +2,7 @@
 
     python benchmarks/folder_startup.py DIR --make 200000   # write DIR/train (N tiny PNGs) + DIR/val (N/20)
     python benchmarks/folder_startup.py DIR                 # time build_dataset + the 8 preview images
+    python benchmarks/folder_startup.py DIR --throughput 200  # then images/s through the training loader
 
 Times, in this one process: building the train and eval datasets of ``data.source: folder`` (listing,
 checks, cache) and decoding the 8 preview images the trainer takes from the eval split. Run it twice: the
@@ -43,6 +44,10 @@ def main() -> None:
     parser.add_argument("root")
     parser.add_argument("--make", type=int, metavar="N", help="first write N training images under ROOT")
     parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--throughput", type=int, default=0, metavar="BATCHES",
+                        help="also time this many batches through the trainer's DataLoader (shuffled, "
+                             "automatic workers) and print images/s")
+    parser.add_argument("--batch-size", type=int, default=8, help="batch size for --throughput (tiny presets: 8)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     if args.make:
@@ -65,6 +70,28 @@ def main() -> None:
     t2 = time.perf_counter()
     print(f"train {len(train)} files, eval {len(evaluation)} files, preview {tuple(preview.shape)}")
     print(f"datasets {t1 - t0:.2f} s + preview {t2 - t1:.2f} s = start-up {t2 - t0:.2f} s")
+    if args.throughput:
+        loader_throughput(train, args.batch_size, args.throughput)
+
+
+def loader_throughput(dataset, batch_size: int, batches: int) -> float:
+    """Images/s through ``make_loader`` as the trainer builds it (shuffled :class:`ResumableSampler`,
+    automatic ``num_workers``), timed after the first batch (worker start-up excluded, and printed)."""
+    from gaussquant.data.sampler import ResumableSampler, default_num_workers, make_loader
+
+    workers = default_num_workers() if getattr(dataset, "reads_files", False) else 0
+    loader = make_loader(dataset, ResumableSampler(len(dataset), seed=0), batch_size, None, drop_last=True)
+    t0 = time.perf_counter()
+    it = iter(loader)
+    next(it)
+    t1 = time.perf_counter()
+    seen = 0
+    for _ in range(batches):
+        seen += len(next(it))
+    rate = seen / (time.perf_counter() - t1)
+    print(f"loader: {workers} worker(s), batch {batch_size}: first batch {t1 - t0:.2f} s, then "
+          f"{rate:.1f} images/s over {batches} batches")
+    return rate
 
 
 if __name__ == "__main__":
