@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch.distributed as dist
 
-__all__ = ["distributed_ready", "rank_and_world"]
+__all__ = ["barrier", "distributed_ready", "rank_and_world"]
 
 
 def distributed_ready() -> bool:
@@ -23,3 +23,9 @@ def rank_and_world() -> tuple[int, int]:
     if distributed_ready():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op without a process group)."""
+    if distributed_ready():
+        dist.barrier()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from gaussquant.distributed import barrier, rank_and_world
 from gaussquant.quantizers.base import require_discrete
 from gaussquant.tokens import PARTS_FORMAT, PARTS_INDEX, TokenWriter, model_fingerprint
 
@@ -39,21 +40,6 @@ log = logging.getLogger(__name__)
 
 def part_name(part: int) -> str:
     return f"part-{part:06d}.npz"
-
-
-def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
 
 
 def init_from_env(device: torch.device) -> None:
@@ -107,7 +93,7 @@ def encode_folder_parts(
     if out.suffix == ".npz" or out.is_file():
         raise ValueError(f"--out {str(out)!r} must be a folder for a parallel encode (it holds one part per "
                          f"{shard_size} images and index.json)")
-    rank, world = _dist()
+    rank, world = rank_and_world()
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True,
                                  share_listing=True)
     fingerprint = model_fingerprint(model)
@@ -135,7 +121,7 @@ def encode_folder_parts(
                 writer.close()
     finally:
         model.train(was_training)
-    _barrier()
+    barrier()
     index = out / PARTS_INDEX
     if rank == 0:
         for part, start, stop in parts:  # every rank has finished: check the whole set before indexing it
@@ -151,5 +137,5 @@ def encode_folder_parts(
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, index)
         log.info("wrote %d images' tokens in %d parts to %s", n, len(parts), out)
-    _barrier()
+    barrier()
     return index

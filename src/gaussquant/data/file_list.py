@@ -158,7 +158,9 @@ def image_file_index(
     if share:
         import torch.distributed as dist
 
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        from gaussquant.distributed import rank_and_world
+
+        if rank_and_world()[1] > 1:
             box: list[object] = [None]
             if dist.get_rank() == 0:
                 try:

@@ -24,10 +24,10 @@ library's), and the protocol (int64 indices, losses as named terms).
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.distributed.nn as dist_nn
 from torch import Tensor
 
+from gaussquant.distributed import rank_and_world
 from gaussquant.optional import import_optional
 from gaussquant.quantizers.base import (
     BottleneckOutput,
@@ -121,8 +121,9 @@ class LookupFreeQuantizer(DiscreteBottleneck):
         # p(k | z) = softmax_k(2 * inv_temperature * <z, c_k>), as the library's per-codebook term
         probs = torch.softmax(2.0 * self.inv_temperature * z @ codes.T, dim=-1)  # (T, G, K)
         pooled = probs.reshape(-1, self.codebook_size).mean(0)  # (K,)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            pooled = dist_nn.all_reduce(pooled) / dist.get_world_size()
+        world = rank_and_world()[1]
+        if world > 1:
+            pooled = dist_nn.all_reduce(pooled) / world
         return -(pooled * pooled.clamp_min(1e-5).log()).sum()
 
     def forward(self, h: Tensor) -> BottleneckOutput:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from gaussquant.distributed import distributed_ready
+from gaussquant.distributed import barrier, distributed_ready
+
+__all__ = ["DistInfo", "setup", "cleanup", "barrier", "all_reduce_mean_"]
 
 
 @dataclass
@@ -63,9 +65,6 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def barrier() -> None:
-    if distributed_ready():
-        dist.barrier()
 
 
 def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
