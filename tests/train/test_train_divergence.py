@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_overrides
 from gaussquant.cli import main
 from gaussquant.pretrained import load_state_safetensors
-from gaussquant.quantizers.gaussian import RateController
+from gaussquant.quantizers.gaussian import AdaptiveRateController, RateController
 from gaussquant.train.checkpoint import list_checkpoints, save_checkpoint
 from gaussquant.train.divergence import TrainingDiverged
 from gaussquant.train.trainer import Trainer
@@ -48,15 +48,17 @@ def test_diverging_run_on_the_command_line_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_rate_controller_holds_its_multipliers_on_a_non_finite_kl():
-    rc = RateController(target_bits=4.0)
+@pytest.mark.parametrize("controller", [RateController, AdaptiveRateController])
+def test_rate_controller_holds_its_multipliers_on_a_non_finite_kl(controller):
+    """Both controllers (breaks if either update moves a multiplier on a NaN or inf KL)."""
+    rc = controller(target_bits=4.0)
     rc.update(torch.full((2, 3), 9.0))  # a normal step moves them
-    before = [rc.multiplier.clone(), rc.multiplier_max.clone(), rc.multiplier_min.clone()]
+    before = {k: v.clone() for k, v in rc.state_dict().items()}
     for bad in (float("nan"), float("inf"), -float("inf")):
         kl = torch.full((2, 3), 9.0)
         kl[0, 1] = bad
         rc.update(kl)
-    assert [rc.multiplier, rc.multiplier_max, rc.multiplier_min] == before
+    assert all(torch.equal(v, before[k]) for k, v in rc.state_dict().items())
 
 
 def test_checkpoint_writer_refuses_non_finite_tensors(tmp_path):

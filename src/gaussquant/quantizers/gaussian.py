@@ -251,11 +251,16 @@ class AdaptiveRateController(nn.Module):
 
     @torch.no_grad()
     def update(self, kl_bits: Tensor) -> None:
-        """One step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync."""
+        """One step from the generator step's per-group KLs ``(B, ..., G)`` in bits; no host sync.
+
+        A non-finite KL (a diverging run) leaves every multiplier unchanged.
+        """
         _check_kl(kl_bits)
         t, tau, goal, gain = self.target_bits, self.tolerance_bits, self.out_of_band_goal, self.max_gain
         mean, _, _, above, below = _global_band_stats(kl_bits, t - tau, t + tau, self.multiplier.dtype)
-        log_f = math.log(self.factor)
+        # as RateController.update: a NaN/inf KL (a diverging run) leaves every multiplier unchanged
+        log_f = torch.where(torch.isfinite(mean), math.log(self.factor), 0.0)
+        mean = torch.nan_to_num(mean, nan=t, posinf=t, neginf=t)
         self.multiplier.mul_(torch.exp(log_f * ((mean - t) / tau).clamp(-gain, gain))).clamp_(*self.multiplier_clamp)
         self.penalty_above.mul_(torch.exp(log_f * ((above - goal) / goal).clamp(-1.0, gain))).clamp_(*self.penalty_clamp)
         self.penalty_below.mul_(torch.exp(log_f * ((below - goal) / goal).clamp(-1.0, gain))).clamp_(*self.penalty_clamp)
@@ -272,7 +277,7 @@ class AdaptiveRateController(nn.Module):
         """lambda * batch mean of each image's sum of weighted group KLs: a scalar in bits per image."""
         _check_kl(kl_bits)
         weighted = (self.weights(kl_bits) * kl_bits).flatten(1).sum(dim=1).mean()
-        return self.multiplier.to(kl_bits.dtype) * weighted
+        return self.multiplier.to(kl_bits.dtype, copy=True) * weighted  # a copy, as RateController.loss
 
     def stats(self) -> dict[str, Tensor]:
         return {
