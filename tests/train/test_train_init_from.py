@@ -70,3 +70,41 @@ def test_a_converted_gq_codebook_is_never_copied(vanilla_run, tiny_config, tmp_p
     assert model.config.bottleneck.seed == 2
     assert not torch.equal(model.bottleneck.codebook, gq.bottleneck.codebook)  # its own spec's codebook
     assert all(torch.equal(v, gq.state_dict()[k]) for k, v in model.state_dict().items() if k.startswith("encoder."))
+
+
+def test_tdc_multipliers_carry_over_to_gq_only_at_the_same_target(tiny_config, tmp_path):
+    tdc = run(tiny_config("unet-tiny-gq", out=tmp_path / "tdc", steps=3, ckpt_every=3)).out
+    source = Autoencoder.from_pretrained(tdc).state_dict()
+    names = [n for n in source if n.startswith("bottleneck.rate_controller.")]
+    assert names and any(float(source[n]) != 1.0 for n in names)  # 3 TDC steps moved them off their start
+
+    def fine_tune(target_bits: float, out: str) -> dict:
+        cfg = tiny_config("unet-tiny-gq", out=tmp_path / out, steps=1, init_from=str(tdc))
+        cfg = dataclasses.replace(cfg, bottleneck=GQConfig(latent_channels=4, codebook_size=256, codebook_dim=4,
+                                                           target_bits=target_bits, straight_through=True))
+        return Trainer(cfg).c.model_module.state_dict()
+
+    same = fine_tune(8.0, "same")  # the source's target (8 bits per group)
+    assert all(torch.equal(same[n], source[n]) for n in names)
+    other = fine_tune(6.0, "other")
+    assert all(float(other[n]) == 1.0 for n in names)  # another rate target: the controller starts fresh
+
+
+def test_freeze_encoder_trains_the_decoder_on_gq_codewords_and_keeps_every_token(vanilla_run, tiny_config, tmp_path):
+    cfg = tiny_config("unet-tiny-gq", out=tmp_path / "dec", steps=3, init_from=str(vanilla_run),
+                      freeze="[encoder]", **{"optim.lr": 0.01})
+    cfg = dataclasses.replace(cfg, bottleneck=GQConfig(latent_channels=4, codebook_size=64, codebook_dim=4))
+    assert cfg.freeze == ["encoder"]
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.c.model_module.state_dict().items()}
+    trainer.fit()
+    after = trainer.c.model_module.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items() if k.startswith("encoder."))
+    assert any(not torch.equal(after[k], v) for k, v in before.items() if k.startswith("decoder."))
+    assert not any(p.requires_grad for p in trainer.c.model_module.encoder.parameters())
+
+
+@pytest.mark.parametrize("freeze", ["[encoder, bottleneck, decoder]", "[vae]"])
+def test_freeze_refuses_unknown_modules_and_freezing_everything(tiny_config, freeze):
+    with pytest.raises(ValueError, match="freeze takes some of encoder, bottleneck, decoder"):
+        tiny_config("unet-tiny-gq", freeze=freeze)

@@ -104,8 +104,10 @@ class TrainConfig:
     ``fp32`` or ``bf16`` (autocast; the bottleneck quantizes in fp32). ``device``: ``auto`` (CUDA when
     present), ``cpu`` or ``cuda``. ``init_from``: a trained model (save dir, checkpoint or run dir) whose
     matching weights start a new run (weights only; ignored when the run resumes from its own checkpoint).
-    present), ``cpu`` or ``cuda``. ``max_seconds``: wall-clock budget of one invocation (None = none): the
-    loop stops at the first step boundary past it, whatever the step count, and saves a checkpoint.
+    ``max_seconds``: wall-clock budget of one invocation (None = none): the loop stops at the first step
+    boundary past it, whatever the step count, and saves a checkpoint. ``freeze``: top-level modules
+    (``encoder``, ``bottleneck``, ``decoder``) whose parameters are not trained, e.g. ``[encoder]`` to fine-tune
+    the decoder of a converted GQ model on its codewords while every token stays as it was.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -127,9 +129,13 @@ class TrainConfig:
     device: str = "auto"
     init_from: str | None = None
     max_seconds: float | None = None
+    freeze: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         validate(self)
+
+
+FREEZABLE = ("encoder", "bottleneck", "decoder")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -149,6 +155,8 @@ def validate(cfg: TrainConfig) -> None:
          f"ema_decay must be in (0, 1) or null, got {cfg.ema_decay}"),
         (cfg.precision in ("fp32", "bf16"), f"precision must be fp32 or bf16, got {cfg.precision!r}"),
         (cfg.max_seconds is None or cfg.max_seconds > 0, f"max_seconds must be > 0 or null, got {cfg.max_seconds}"),
+        (set(cfg.freeze) <= set(FREEZABLE) and len(set(cfg.freeze)) < len(FREEZABLE),
+         f"freeze takes some of {', '.join(FREEZABLE)} (not all), got {list(cfg.freeze)}"),
         (cfg.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {cfg.device!r}"),
         (cfg.loss.gan.disc_start is None or cfg.loss.gan.disc_start >= 0,
          f"loss.gan.disc_start must be >= 0 or null, got {cfg.loss.gan.disc_start}"),

@@ -102,6 +102,8 @@ def build_components(cfg: TrainConfig, info: DistInfo) -> Components:
     """Seeded model init (identical on every rank), then per-rank RNG for noise and dropout."""
     torch.manual_seed(cfg.seed)
     model = build_autoencoder(cfg.model, build_bottleneck(cfg.bottleneck)).to(info.device)
+    for name in cfg.freeze:
+        getattr(model, name).requires_grad_(False)
     objective = build_objective(cfg).to(info.device)
     disc = None
     if cfg.loss.gan.disc_start is not None:
