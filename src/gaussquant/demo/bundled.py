@@ -49,9 +49,13 @@ def load_bundled(name: str = BUNDLED_MODEL) -> tuple[nn.Module, dict[str, Any]]:
     return load_model_dir(bundled_dir(name))
 
 
-def export_bundled(source: str | Path, out: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+def export_bundled(source: str | Path, out: str | Path, *, decoder_from: str | Path | None = None,
+                   extra: dict[str, Any] | None = None) -> Path:
     """Copy a trained model (run dir, checkpoint step dir or saved dir) to ``out`` with float16 weights.
 
+    ``decoder_from``: a model of the same architecture whose decoder replaces the source's, e.g. the
+    stage-2 run of preset ``unet-demo-gq-dec`` (the decoder fine-tuned on GQ codewords, encoder frozen); the
+    exported model stays the source's Gaussian VAE, so it converts to GQ at any K as before.
     ``config.json`` keeps what the model is, adds ``extra`` (e.g. the training command and metrics) and
     ``"weights_dtype": "float16"``, and its ``weights_sha256`` is the digest of the float16 file, so
     ``from_pretrained`` checks the stored bytes and loads them back as float32.
@@ -61,6 +65,12 @@ def export_bundled(source: str | Path, out: str | Path, *, extra: dict[str, Any]
     from gaussquant.pretrained.files import fsync_write, save_state_safetensors, state_digest
 
     model, meta = load_model_dir(source)
+    if decoder_from is not None:
+        other, _ = load_model_dir(decoder_from)
+        if other.config.model != model.config.model:
+            raise ValueError(f"decoder_from {str(decoder_from)!r} is a {other.config.model.arch} model with another "
+                             f"configuration than {str(source)!r}; give a fine-tune of the same architecture")
+        model.decoder.load_state_dict(other.decoder.state_dict())
     out = Path(save_model_dir(model, out, extra={"weights_dtype": "float16", "source_step": meta.get("source_step", meta.get("step")),
                                                  **(extra or {})}))
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
