@@ -6,8 +6,8 @@ with a rate target. Which tensors are taken:
 
 - every tensor of the new model whose name and shape are in the source model is loaded, except
 - bottleneck tensors when the bottleneck kind changes (a new kind starts from its own initialisation),
-  except the TDC multipliers when both bottlenecks hold their groups at the same ``target_bits`` (a TDC VAE
-  fine-tuned as GQ keeps its controller state instead of restarting it from 1 and losing its rate), and
+  except the TDC multipliers when both bottlenecks have a TDC controller (a TDC VAE fine-tuned as GQ, or at a
+  nearby target, keeps its controller state instead of restarting it from 1 and losing its rate), and
 - the GQ codebook and its fingerprint (they are fixed by the new config's codebook spec, never copied).
 
 The mapping (loaded / new / shape changed / not used) is logged per module, and a source that shares no
@@ -71,8 +71,7 @@ def init_from_pretrained(model: nn.Module, source: str | os.PathLike) -> InitRep
         raise ValueError(f"--init-from {os.fspath(source)!r} is a {theirs.model.arch} model, but this run trains "
                          f"{mine.model.arch}; initialise from a model of the same architecture")
     same_kind = theirs.bottleneck.kind == mine.bottleneck.kind
-    target = getattr(mine.bottleneck, "target_bits", None)
-    same_rate = target is not None and getattr(theirs.bottleneck, "target_bits", None) == target
+    both_tdc = None not in (getattr(mine.bottleneck, "target_bits", None), getattr(theirs.bottleneck, "target_bits", None))
     own, other = model.state_dict(), src.state_dict()
     report = InitReport(source=os.fspath(source))
 
@@ -80,7 +79,7 @@ def init_from_pretrained(model: nn.Module, source: str | os.PathLike) -> InitRep
         if name in _CONFIG_DEFINED:
             return False
         if name.startswith("bottleneck.rate_controller."):
-            return same_kind or same_rate
+            return same_kind or both_tdc
         return same_kind or not name.startswith("bottleneck.")
 
     for name, tensor in own.items():
