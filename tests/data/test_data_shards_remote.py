@@ -177,7 +177,7 @@ def test_index_digest_mismatch_and_old_folders(packed, serve, tmp_path):
         ImageShardDataset(serve(old), image_size=16, cache_dir=tmp_path / "c")
 
 
-def test_unreachable_url_failed_pipe_and_bad_specs(packed, serve, tmp_path):
+def test_unreachable_url_failed_pipe_and_bad_specs(packed, serve, tmp_path, caplog):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -185,7 +185,11 @@ def test_unreachable_url_failed_pipe_and_bad_specs(packed, serve, tmp_path):
     with pytest.raises(ShardFetchError, match=rf"cannot reach {url}/shards\.json \(.*\); check the address"):
         ImageShardDataset(ShardLocation(url, retries=1), image_size=16, cache_dir=tmp_path / "c")
     with pytest.raises(ShardFetchError, match=r"/nothing/shards\.json: the server answered HTTP 404"):
-        ImageShardDataset(ShardLocation(serve(packed) + "nothing", retries=1), image_size=16)
+        ImageShardDataset(serve(packed) + "nothing", image_size=16)
+    assert "retrying" not in caplog.text  # a 4xx answer is not retried
+    flaky = f"pipe:if [ -e {tmp_path}/once ]; then cat {packed}/{{}}; else touch {tmp_path}/once; exit 1; fi"
+    assert len(ImageShardDataset(ShardLocation(flaky, retries=2), image_size=16)) == 14  # failed, then retried
+    assert "retrying in 1 s" in caplog.text
     missing = tmp_path / "missing"
     with pytest.raises(ShardFetchError, match=r"pipe command .* failed with exit status 1: .*No such file"):
         ImageShardDataset(ShardLocation(f"pipe:cat {missing}/{{}}", retries=2), image_size=16)

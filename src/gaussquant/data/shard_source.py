@@ -44,7 +44,29 @@ STDERR_TAIL = 400  # characters of a failed pipe command's stderr quoted in the 
 
 
 class ShardFetchError(OSError):
-    """A shard folder's file could not be read from its location (message says which, why, what to do)."""
+    """A shard folder's file could not be read from its location (message says which, why, what to do);
+    ``retry``: whether trying again may help (a network or pipe failure; not an HTTP 4xx answer)."""
+
+    def __init__(self, message: str, *, retry: bool = True) -> None:
+        super().__init__(message)
+        self.retry = retry
+
+
+class _HttpBody:
+    """An HTTP response's body whose read failures become :class:`ShardFetchError` (not a disk error's)."""
+
+    def __init__(self, response: http.client.HTTPResponse, url: str) -> None:
+        self.response, self.url = response, url
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.response.read(size)
+        except http.client.IncompleteRead as error:
+            raise ShardFetchError(f"the connection to {self.url} closed after {len(error.partial)} more bytes "
+                                  f"({error.expected} more expected); check the server and retry") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise ShardFetchError(f"reading {self.url} failed mid-transfer ({error}); check the network and "
+                                  "the server") from None
 
 
 class ShardIntegrityError(ValueError):
@@ -114,7 +136,7 @@ class ShardLocation:
             try:
                 return attempt()
             except ShardFetchError as error:
-                if i + 1 == self.retries:
+                if i + 1 == self.retries or not error.retry:
                     raise
                 log.warning("reading %s failed (%s); retrying in %d s", self.where(name), error, i + 1)
                 time.sleep(i + 1)
@@ -141,18 +163,17 @@ class ShardLocation:
     def _http(self, name: str) -> Iterator[BinaryIO]:
         url = self.where(name)
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as response:  # noqa: S310 (http(s) only)
-                yield response
+            response = urllib.request.urlopen(url, timeout=self.timeout)  # noqa: S310 (http(s) only)
         except urllib.error.HTTPError as error:
             raise ShardFetchError(f"cannot read {url}: the server answered HTTP {error.code} {error.reason}; "
-                                  "check the URL names a folder written by `gaussquant shards`") from None
-        except http.client.IncompleteRead as error:
-            raise ShardFetchError(f"the connection to {url} closed after {len(error.partial)} bytes "
-                                  f"({error.expected} more expected); check the server and retry") from None
+                                  "check the URL names a folder written by `gaussquant shards`",
+                                  retry=error.code >= 500) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
             reason = getattr(error, "reason", None) or error
             raise ShardFetchError(f"cannot reach {url} ({reason}); check the address and that the server "
                                   "is up") from None
+        with response:
+            yield _HttpBody(response, url)  # type: ignore[misc]
 
     @contextmanager
     def _pipe(self, name: str) -> Iterator[BinaryIO]:
