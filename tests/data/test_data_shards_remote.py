@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import shutil
 import socket
 import threading
@@ -113,16 +114,26 @@ def test_remote_ranks_are_disjoint_grouped_by_shard_and_resume_exactly(packed, s
 def test_cache_stays_within_its_bound(packed, tmp_path):
     data = ImageShardDataset(f"pipe:cat {packed}/{{}}", image_size=16, cache_dir=tmp_path / "c", cache_bytes=1)
     local = ImageShardDataset(packed, image_size=16)
+    data.cache.folder.mkdir(parents=True)
+    crashed, live = data.cache.folder / "x-train-00000.tar.part-1", data.cache.folder / "y.tar.part-2"
+    crashed.write_bytes(b"half")
+    live.write_bytes(b"half")
+    os.utime(crashed, (0, 0))  # untouched for decades: a crashed download's leftover
     for i in range(len(data)):  # shard after shard: each download evicts the one before
         assert torch.equal(data[i], local[i])
     assert len(list((tmp_path / "c").rglob("*.tar"))) == 1
+    assert live.exists() and not crashed.exists()
 
 
-def test_data_config_and_training_from_a_url(packed, serve, tmp_path):
+def test_data_config_and_training_from_a_url(packed, serve, tmp_path, caplog):
     url = serve(packed)
     train, evaluation = build_dataset(DataConfig(source="shards", path=url, image_size=16,
                                                  shard_cache=str(tmp_path / "c"), shard_window=2))
     assert (len(train), len(evaluation), train.sample_groups) == (14, 3, [4, 4, 4, 2])
+    assert "shard_cache_gb" not in caplog.text
+    build_dataset(DataConfig(source="shards", path=url, image_size=16, shard_cache_gb=1e-7,
+                             shard_cache=str(tmp_path / "c")))
+    assert "holds fewer than 2 x shard_window=4 shards" in caplog.text  # a cache too small to work in
     run = tmp_path / "run"
     argv = ["train", "--preset", "vit-tiny-gq", "--steps", "2", "--out", str(run), "--set", "data.source=shards",
             "--set", f"data.path={url}", "--set", f"data.shard_cache={tmp_path / 'c2'}", "--set", "batch_size=4",

@@ -21,6 +21,7 @@ Sources:
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from gaussquant.data.default_photos import EVAL_PHOTOS, DefaultPhotoCrops
 from gaussquant.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from gaussquant.data.file_list import CACHE_DIRNAME
 from gaussquant.data.folder import ImageFolderDataset
+
+logger = logging.getLogger(__name__)
 
 SOURCES = ("default", "folder", "shards", "fashion-mnist")
 
@@ -147,6 +150,11 @@ def build_dataset(config: DataConfig) -> tuple[Dataset, Dataset]:
         train = ImageShardDataset(folder, "train", mode="random" if config.random_crop else "center",
                                   flip=config.flip, seed=config.seed, **common)
         split = "val" if "val" in folder.splits else "train"
+        largest = max((e["bytes"] for n, e in folder.files.items() if n.endswith(".tar")), default=0)
+        if folder.location.is_remote and common["cache_bytes"] < 2 * config.shard_window * largest:
+            logger.warning("data.shard_cache_gb=%g holds fewer than 2 x shard_window=%d shards of %.2f GB: "
+                           "shards will be downloaded again and again; raise it", config.shard_cache_gb,
+                           config.shard_window, largest / 2**30)
         return train, ImageShardDataset(folder, split, mode="center", **common)
     root = config.path or DEFAULT_ROOT
     return (

@@ -11,7 +11,7 @@ that a few shards are in use at a time and the cache can stay small.
 Each shard is downloaded once per machine: processes (ranks of one node, loader workers) share the folder and
 take a lock file per shard (``fcntl.flock``), so the others wait for the one that downloads. A download goes to
 ``NAME.part-PID``, is checked (byte count and SHA-256 from the index) and only then renamed to its final name
-(atomic), so a crash leaves no half file that looks whole. Files are named by their digest, so a re-packed
+(atomic), so a crash leaves no half file that looks whole (its ``.part`` file is deleted an hour later). Files are named by their digest, so a re-packed
 folder never reads a stale copy. After each download the least recently used shards are deleted until the
 folder holds at most ``max_bytes`` (the newest shard is always kept; readers that still have an evicted file
 open keep reading it: POSIX frees it when they close it).
@@ -23,10 +23,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from gaussquant.data.shard_source import ShardLocation
+from gaussquant.data.shard_source import ShardFetchError, ShardLocation
 
 try:  # POSIX; elsewhere two processes may download the same shard (still correct: atomic rename)
     import fcntl
@@ -34,6 +36,8 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+
+STALE_PART_S = 3600  # a download's .part file untouched this long (seconds) was left by a crash
 
 
 def default_cache_root() -> Path:
@@ -59,8 +63,20 @@ class ShardCache:
         key = hashlib.sha256(location.spec.encode()).hexdigest()[:16]
         self.folder = Path(root if root is not None else default_cache_root()) / key
 
+    def open(self, name: str, *, size: int, sha256: str) -> BinaryIO:
+        """An open, verified local copy of shard ``name`` (``size`` bytes, hex ``sha256``), downloaded if needed.
+
+        Opened here, so another process evicting it right after cannot take it away (the open file lives on)."""
+        for _ in range(3):  # a copy evicted between "exists" and "open" is downloaded again
+            try:
+                return open(self.path(name, size=size, sha256=sha256), "rb")  # noqa: SIM115 (the caller closes)
+            except FileNotFoundError:
+                continue
+        raise ShardFetchError(f"shard {name} keeps disappearing from the cache {self.folder}; raise "
+                              "data.shard_cache_gb (other processes evict it as soon as it arrives)", retry=False)
+
     def path(self, name: str, *, size: int, sha256: str) -> Path:
-        """A local, verified copy of shard ``name`` (``size`` bytes, hex ``sha256``), downloaded if needed."""
+        """The path of a verified local copy of shard ``name``, downloaded if needed (see :meth:`open`)."""
         final = self.folder / f"{sha256[:20]}-{name}"
         if final.exists():
             os.utime(final)  # most recently used
@@ -93,11 +109,16 @@ class ShardCache:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _evict(self, keep: Path) -> None:
-        shards = []
+        shards, now = [], time.time()
         for entry in os.scandir(self.folder):
-            if entry.name.endswith(".tar") and entry.is_file():
+            try:  # other processes rename and delete files here at the same time
                 stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            if entry.name.endswith(".tar"):
                 shards.append((stat.st_mtime, stat.st_size, Path(entry.path)))
+            elif ".part-" in entry.name and now - stat.st_mtime > STALE_PART_S:
+                Path(entry.path).unlink(missing_ok=True)  # left by a crashed download (live ones keep writing)
         total = sum(size for _, size, _ in shards)
         for _, size, path in sorted(shards):  # oldest use first
             if total <= self.max_bytes:

@@ -235,7 +235,7 @@ class ImageShardDataset(ImageFolderDataset):
             return open(self.location.where(name), "rb")  # noqa: SIM115 (kept open)
         entry = self.folder.entry(name)
         assert entry is not None  # ShardFolder refuses remote folders without digests
-        return open(self.cache.path(name, size=entry["bytes"], sha256=entry["sha256"]), "rb")  # noqa: SIM115
+        return self.cache.open(name, size=entry["bytes"], sha256=entry["sha256"])
 
     def _handle(self, shard: int) -> BinaryIO:
         """The open tar file of ``shard`` (downloaded first when remote); at most OPEN_SHARDS stay open."""
