@@ -139,9 +139,12 @@ class ResumableSampler(Sampler[int]):
         """Continue at ``(epoch, position)``; a different seed, length, world size or window is an error."""
         for key in ("seed", "dataset_len", "world_size", "window"):
             if key in state and int(state[key]) != getattr(self, key):
+                hint = ("the same data, seed and number of processes" if key != "window" else
+                        "the same data.shard_window, and shards from where they were (a local folder's order "
+                        "is not grouped by shard, a URL's or pipe's is)")
                 raise ValueError(
                     f"sampler state has {key}={state[key]} but this sampler has {getattr(self, key)}; "
-                    "resume with the same data, seed and number of processes"
+                    f"resume with {hint}"
                 )
         position = int(state["position"])
         if not 0 <= position <= self.num_samples:
