@@ -12,12 +12,16 @@ Sources:
   the eval split is not decoded at start (the trainer only takes its first preview images).
 - ``"shards"``: :class:`ImageShardDataset` over a folder written by ``gaussquant shards`` (``shards.py``):
   its ``train`` split for training, its ``val`` split (or ``train`` again, center crops) for evaluation.
+  ``path`` may be a local folder, an ``http(s)://`` URL or ``pipe:COMMAND`` (``shard_source.py``); remote
+  shards are downloaded whole into ``shard_cache`` (``shard_cache.py``) and trained in an order grouped by
+  ``shard_window`` shards.
 - ``"fashion-mnist"``: the IDX files under ``path`` (default: the Debian package's folder), train/test.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +32,8 @@ from gaussquant.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST
 from gaussquant.data.file_list import CACHE_DIRNAME
 from gaussquant.data.folder import ImageFolderDataset
 
+logger = logging.getLogger(__name__)
+
 SOURCES = ("default", "folder", "shards", "fashion-mnist")
 
 
@@ -37,7 +43,8 @@ class DataConfig:
 
     Attributes:
         source: ``"default"`` (bundled photos), ``"folder"``, ``"shards"`` or ``"fashion-mnist"``.
-        path: the folder for ``"folder"`` / ``"shards"`` (required) or ``"fashion-mnist"`` (optional).
+        path: the folder for ``"folder"`` / ``"shards"`` (required; shards also ``http(s)://...`` or
+            ``pipe:COMMAND`` with ``{}`` for the file name) or ``"fashion-mnist"`` (optional).
         image_size: side of the square training/eval images in pixels.
         num_crops: training crops of the default photos.
         eval_crops: evaluation crops of the held-out default photos.
@@ -51,6 +58,11 @@ class DataConfig:
             folder state when the list is cached); off: corrupt files are skipped when loaded.
         list_cache: where folder file lists are cached: ``"beside"`` (``<folder>/.gaussquant/``, none if
             the folder is read-only), ``"off"``, or a folder path.
+        shard_cache: remote shards: local folder of downloaded shards (None: ``~/.cache/gaussquant/shards``).
+        shard_cache_gb: remote shards: bound on that folder's size in GB (2**30 bytes); keep it above
+            ``2 * shard_window`` shards.
+        shard_window: remote shards: shards whose images are shuffled together (the order is a permutation of
+            shards, then of the images within each window of this many shards).
         eval_photos: held-out default photos.
         max_photo_weight: default photos: cap (pixels) on the area that weighs a photo's share of training
             crops (None = proportional to area; ``unet-demo-gq`` uses 262144 = 512 x 512).
@@ -68,6 +80,9 @@ class DataConfig:
     num_workers: int | None = None
     check_headers: bool = False
     list_cache: str = "beside"
+    shard_cache: str | None = None
+    shard_cache_gb: float = 20.0
+    shard_window: int = 4
     eval_photos: tuple[str, ...] = EVAL_PHOTOS
     max_photo_weight: int | None = None
 
@@ -79,6 +94,9 @@ class DataConfig:
         if self.source == "shards" and not self.path:
             raise ValueError("data source 'shards' needs path= the folder written by `gaussquant shards`")
         workers_bad = self.num_workers is not None and self.num_workers < 0
+        if self.shard_window < 1 or self.shard_cache_gb <= 0:
+            raise ValueError(f"data.shard_window must be >= 1 and data.shard_cache_gb > 0; got "
+                             f"{self.shard_window} and {self.shard_cache_gb}")
         if self.image_size < 1 or self.num_crops < 1 or self.eval_crops < 1 or workers_bad:
             raise ValueError(f"invalid sizes in {self}")
         self.eval_photos = tuple(self.eval_photos)
@@ -124,13 +142,20 @@ def build_dataset(config: DataConfig) -> tuple[Dataset, Dataset]:
     if config.source == "folder":
         return _folder_datasets(config)
     if config.source == "shards":
-        from gaussquant.data.shards import ImageShardDataset, shard_splits
+        from gaussquant.data.shards import ImageShardDataset, ShardFolder
 
-        common = dict(image_size=config.image_size, strict=config.strict)
-        train = ImageShardDataset(config.path or "", "train", mode="random" if config.random_crop else "center",
+        folder = ShardFolder(config.path or "")  # shards.json is read once, even from a URL
+        common = dict(image_size=config.image_size, strict=config.strict, cache_dir=config.shard_cache,
+                      cache_bytes=int(config.shard_cache_gb * 2**30))
+        train = ImageShardDataset(folder, "train", mode="random" if config.random_crop else "center",
                                   flip=config.flip, seed=config.seed, **common)
-        split = "val" if "val" in shard_splits(config.path or "") else "train"
-        return train, ImageShardDataset(config.path or "", split, mode="center", **common)
+        split = "val" if "val" in folder.splits else "train"
+        largest = max((e["bytes"] for n, e in folder.files.items() if n.endswith(".tar")), default=0)
+        if folder.location.is_remote and common["cache_bytes"] < 2 * config.shard_window * largest:
+            logger.warning("data.shard_cache_gb=%g holds fewer than 2 x shard_window=%d shards of %.2f GB: "
+                           "shards will be downloaded again and again; raise it", config.shard_cache_gb,
+                           config.shard_window, largest / 2**30)
+        return train, ImageShardDataset(folder, split, mode="center", **common)
     root = config.path or DEFAULT_ROOT
     return (
         FashionMNIST(root, "train", config.image_size),

@@ -6,6 +6,11 @@ position saved). Epoch ``e``'s order is a permutation drawn from a local generat
 truncated (``drop_last``) to a multiple of ``world_size`` and rank ``r`` takes items ``r, r + W, ...``
 (the DistributedSampler convention), so every rank has the same number of batches.
 
+Grouped order (``groups``, e.g. the images per shard of a remote shard folder, ``shards.py``): the groups are
+permuted, then cut into windows of ``window`` consecutive groups, and the items of each window are permuted
+together; still one permutation of all items per epoch, drawn from ``(seed, e)`` alone, so ranks stay disjoint
+and resume stays exact, but only about ``window`` groups (shards) are in use at a time.
+
 The state ``(epoch, position)`` counts the samples this rank has *handed out*; when a
 :class:`~torch.utils.data.DataLoader` prefetches, the trainer must save the position of what it has
 *consumed*: pass ``consumed=`` (samples used by optimiser steps of this rank in this epoch) to
@@ -15,7 +20,7 @@ The state ``(epoch, position)`` counts the samples this rank has *handed out*; w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +39,9 @@ class ResumableSampler(Sampler[int]):
         rank, world_size: this process' shard.
         drop_last: drop the tail so that all ranks get distinct items (``True``), or pad by wrapping
             around so no item is skipped (``False``; a few items are seen twice per epoch).
+        groups: sizes of consecutive index blocks (sum ``dataset_len``) to shuffle by (module docstring);
+            None: one permutation of all items.
+        window: groups mixed together when ``groups`` is given (>= 1).
     """
 
     def __init__(
@@ -45,6 +53,8 @@ class ResumableSampler(Sampler[int]):
         rank: int = 0,
         world_size: int = 1,
         drop_last: bool = False,
+        groups: Sequence[int] | None = None,
+        window: int = 4,
     ) -> None:
         if dataset_len < 1:
             raise ValueError(f"dataset_len must be >= 1, got {dataset_len}")
@@ -54,6 +64,11 @@ class ResumableSampler(Sampler[int]):
             raise ValueError(f"drop_last with {dataset_len} items leaves nothing for {world_size} ranks")
         self.dataset_len, self.seed, self.shuffle = int(dataset_len), int(seed), bool(shuffle)
         self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
+        if groups is not None and (sum(groups) != dataset_len or min(groups) < 1 or window < 1):
+            raise ValueError(f"groups must be positive sizes summing to {dataset_len} and window >= 1; "
+                             f"got {len(groups)} groups summing to {sum(groups)}, window {window}")
+        self.groups = None if groups is None else [int(g) for g in groups]
+        self.window = int(window) if groups is not None else 0  # 0: ungrouped (saved with the state)
         self.epoch = 0
         self.position = 0
 
@@ -69,7 +84,9 @@ class ResumableSampler(Sampler[int]):
 
     def epoch_indices(self, epoch: int) -> list[int]:
         """All indices this rank sees in ``epoch``, in order."""
-        if self.shuffle:
+        if self.shuffle and self.groups is not None:
+            order = self._grouped_order(item_generator(self.seed, epoch))
+        elif self.shuffle:
             order = torch.randperm(self.dataset_len, generator=item_generator(self.seed, epoch)).tolist()
         else:
             order = list(range(self.dataset_len))
@@ -77,6 +94,19 @@ class ResumableSampler(Sampler[int]):
         if total > len(order):
             order = (order * math.ceil(total / len(order)))[:total]
         return order[:total][self.rank :: self.world_size]
+
+    def _grouped_order(self, generator: torch.Generator) -> list[int]:
+        assert self.groups is not None
+        starts = [0]
+        for size in self.groups[:-1]:
+            starts.append(starts[-1] + size)
+        shuffled = torch.randperm(len(self.groups), generator=generator).tolist()
+        order: list[int] = []
+        for w in range(0, len(shuffled), self.window):
+            window = shuffled[w : w + self.window]
+            members = torch.cat([torch.arange(starts[g], starts[g] + self.groups[g]) for g in window])
+            order += members[torch.randperm(len(members), generator=generator)].tolist()
+        return order
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` from its beginning (no-op on the position when it is the current epoch)."""
@@ -93,7 +123,8 @@ class ResumableSampler(Sampler[int]):
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self, consumed: int | None = None) -> dict[str, int]:
-        """``{"epoch", "position", "seed", "dataset_len", "world_size"}``; ``consumed`` overrides position."""
+        """``{"epoch", "position", "seed", "dataset_len", "world_size", "window"}``; ``consumed`` overrides
+        position (``window`` is 0 for an ungrouped order)."""
         position = self.position if consumed is None else int(consumed)
         return {
             "epoch": self.epoch,
@@ -101,15 +132,19 @@ class ResumableSampler(Sampler[int]):
             "seed": self.seed,
             "dataset_len": self.dataset_len,
             "world_size": self.world_size,
+            "window": self.window,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue at ``(epoch, position)``; a different seed, length or world size is an error."""
-        for key in ("seed", "dataset_len", "world_size"):
+        """Continue at ``(epoch, position)``; a different seed, length, world size or window is an error."""
+        for key in ("seed", "dataset_len", "world_size", "window"):
             if key in state and int(state[key]) != getattr(self, key):
+                hint = ("the same data, seed and number of processes" if key != "window" else
+                        "the same data.shard_window, and shards from where they were (a local folder's order "
+                        "is not grouped by shard, a URL's or pipe's is)")
                 raise ValueError(
                     f"sampler state has {key}={state[key]} but this sampler has {getattr(self, key)}; "
-                    "resume with the same data, seed and number of processes"
+                    f"resume with {hint}"
                 )
         position = int(state["position"])
         if not 0 <= position <= self.num_samples:

@@ -83,7 +83,8 @@ def _data(cfg: TrainConfig, info: DistInfo) -> tuple[ResumableSampler, DataLoade
     if len(train) < cfg.batch_size * info.world_size:
         raise ValueError(f"the training set has {len(train)} images, fewer than one global batch")
     sampler = ResumableSampler(
-        len(train), seed=cfg.seed, shuffle=True, rank=info.rank, world_size=info.world_size, drop_last=True
+        len(train), seed=cfg.seed, shuffle=True, rank=info.rank, world_size=info.world_size, drop_last=True,
+        groups=getattr(train, "sample_groups", None), window=cfg.data.shard_window,  # remote shards: by shard
     )
     loader = make_loader(
         train, sampler, cfg.batch_size, cfg.data.num_workers, seed=cfg.seed, drop_last=True,
