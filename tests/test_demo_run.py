@@ -6,13 +6,15 @@ import logging
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gaussquant.cli import main as cli_main
+from gaussquant.data.transforms import to_uint8
 from gaussquant.demo.bundled import bundled_dir, load_bundled
 from gaussquant.demo.report import format_summary
 from gaussquant.demo.run import _WarningLog, codebook_sizes, run
-from gaussquant.demo.tiling import _spans, tiled_decode, tiled_encoder
 from gaussquant.eval.metrics import psnr_uint8
+from gaussquant.tiling import tiled_decode
 from gaussquant.tokens import load_tokens
 
 
@@ -37,12 +39,20 @@ def test_gq_numbers_come_from_the_token_files(demo):
     from gaussquant.demo.bundled import load_model_dir
 
     gq, _ = load_model_dir(model_dir)
+    assert gq.model_config.tile == 64  # the saved model recommends the demo's windows
     for photo in demo.photos:
         tokens = load_tokens(photo.token_file)
         assert tokens.num_images == 1 and tuple(tokens.image_size) == tuple(photo.original.shape[-2:])
+        assert tokens.tiling == (64, 8)
         z = gq.bottleneck.dequantize(tokens.batch(0, 1))
         x_hat = tiled_decode(gq, z, 48, 8).clamp(-1, 1)
         assert float(psnr_uint8(photo.original[None], x_hat)) == pytest.approx(photo.gq[256].psnr, abs=1e-4)
+    # `gaussquant decode` of a demo token file gives the demo's picture
+    photo = demo.photos[0]
+    out = demo.out / "decoded"
+    assert cli_main(["decode", str(model_dir), str(photo.token_file), "--out", str(out), "--device", "cpu"]) == 0
+    png = np.array(Image.open(out / f"{photo.name}.png")).astype(int)
+    assert np.abs(png - to_uint8(photo.gq[256].image[None])[0].permute(1, 2, 0).numpy()).max() <= 1
 
 
 def test_report_shows_photos_live_training_warnings_and_protocol(demo):
@@ -65,18 +75,6 @@ def test_bundled_model_is_installed_small_and_on_target():
     model, meta = load_bundled()
     assert next(model.parameters()).dtype == torch.float32 and meta["weights_dtype"] == "float16"
     assert meta["bottleneck"]["target_bits"] == 8.0 and codebook_sizes(8.0, 8.0) == (256, [128, 256, 512])
-
-
-def test_tiles_cover_every_pixel_once_and_one_window_is_the_plain_model():
-    for length, core, margin in [(100, 48, 8), (48, 48, 8), (20, 48, 8)]:
-        spans = _spans(length, core, margin)
-        covered = [i for _, _, a, b in spans for i in range(a, b)]
-        assert covered == list(range(length))
-        assert all(0 <= w0 <= a and b <= w1 <= length for w0, w1, a, b in spans)
-    model, _ = load_bundled()
-    x = torch.rand(1, 3, 32, 40) * 2 - 1
-    assert torch.allclose(tiled_encoder(model, x, 64, 8), model.encoder(x), atol=1e-6)
-    assert tiled_encoder(model, x, 16, 8).shape == (1, 16, 8, 10)
 
 
 def test_warning_log_collects_log_and_python_warnings():

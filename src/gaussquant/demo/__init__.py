@@ -11,7 +11,7 @@
    and ``OUT/metrics.json`` (``psnr``: GQ from the token files; ``continuous.psnr``), print a summary.
 
 Modules: ``bundled`` (loading the packaged model), ``photos`` (whole-photo evaluation and token files),
-``tiling`` (windowed encoder/decoder), ``live`` (the live run), ``figures``, ``report``, ``run`` (the
+``live`` (the live run), ``figures``, ``report``, ``run`` (the
 pipeline), ``command`` (CLI).
 """
 

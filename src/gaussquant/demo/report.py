@@ -128,8 +128,8 @@ def write_demo_report(demo: Any, meta: dict[str, Any], live: Any, report: Any) -
         *([f"- {w}" for w in demo.warnings] or ["- none"]), "",
         "## Protocol", "", protocol_table(r["protocol"]), "",
         "## Files", "",
-        f"- `model/`: the GQ model (K = {k}) the token files were written with (`gaussquant decode model "
-        "tokens/NAME.npz` decodes in one pass, not in windows, so its colours drift: see docs/demo_model.md)",
+        f"- `model/`: the GQ model (K = {k}) the token files were written with; `gaussquant decode model "
+        "tokens/NAME.npz --out DIR` decodes them in the windows the files record, as above",
         "- `tokens/NAME.npz`: one token file per photo", "- `live/`: the live training run (metrics.jsonl, "
         "checkpoint)", "- `metrics.json`: every number above", "",
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -14,10 +15,11 @@ import torch
 
 from gaussquant.demo.bundled import BUNDLED_MODEL, load_bundled, save_model_dir
 from gaussquant.demo.photos import PhotoResult, evaluate_photos, index_usage, mean_psnr
+from gaussquant.tiling import Tiling
 
 log = logging.getLogger(__name__)
 
-TILE = (48, 8)  # (core, margin) pixels of the encoder/decoder windows (demo/tiling.py)
+TILING = Tiling(64, 8)  # encoder/decoder windows: 48-px cores, 8-px margins (gaussquant/tiling.py)
 MIN_LIVE_SECONDS = 20.0
 REPORT_SECONDS = 15.0  # reserved for figures and report.md
 
@@ -134,14 +136,17 @@ def run(
         converted = _convert_all(model, ks)
         token_dir = out / "tokens"
         t = time.perf_counter()
-        results = evaluate_photos(model, photos, converted, main_k=main_k, token_dir=token_dir, tile=TILE)
+        results = evaluate_photos(model, photos, converted, main_k=main_k, token_dir=token_dir, tiling=TILING)
         timings["bundled_photos_s"] = time.perf_counter() - t
         report = _convertibility(results, model, main_k)
         log.info("bundled model on the held-out photos:\n%s", report.to_text())
         if report.warning:
             log.warning("%s", report.warning)
+        gq_model = converted[main_k]
+        if gq_model.model_config.tile is None:  # the saved model recommends the windows its tokens were made in
+            gq_model.model_config = dataclasses.replace(gq_model.model_config, tile=TILING.window)
         model_dir = save_model_dir(
-            converted[main_k], out / "model",
+            gq_model, out / "model",
             extra={"conversion": {"source": f"bundled {model_name}", "convertibility": report.to_dict()}},
         )
         # the live run gets what is left, minus its own evaluation (2 of the 4 decodes above) and the report
@@ -153,7 +158,7 @@ def run(
         live = train_live(out / "live", live_budget, seed=seed, steps=live_steps)
         timings["live_train_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        live_results = evaluate_photos(live.model, photos, _convert_all(live.model, [main_k]), tile=TILE)
+        live_results = evaluate_photos(live.model, photos, _convert_all(live.model, [main_k]), tiling=TILING)
         timings["live_photos_s"] = time.perf_counter() - t
         live_report = _convertibility(live_results, live.model, main_k)
         if live_report.warning:
@@ -245,8 +250,9 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
             "data": f"the {len(photos)} held-out photos ({', '.join(p.name for p in photos)}), whole, longer side "
                     f"shrunk to at most {max_side} px, cut to multiples of "
                     f"{f}; never seen in training",
-            "windows": f"encoder and decoder run in {TILE[0] + 2 * TILE[1]}-px windows ({TILE[0]}-px cores, "
-                       f"{TILE[1]}-px margins; demo/tiling.py), the token grid is the whole photo's",
+            "windows": f"encoder and decoder run in {TILING.window}-px windows ({TILING.core}-px cores, "
+                       f"{TILING.margin}-px margins; gaussquant/tiling.py), the token grid is the whole photo's; "
+                       "the token files record them",
             "tokens": "one .npz per photo in tokens/; the GQ numbers are decoded from those files",
             "psnr": "on uint8 images, per photo, then the mean over photos",
             "lpips": "not computed: its weights are not bundled and the demo downloads nothing",
