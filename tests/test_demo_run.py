@@ -10,6 +10,7 @@ from PIL import Image
 
 from gaussquant.cli import main as cli_main
 from gaussquant.data.transforms import to_uint8
+from gaussquant.demo import generation
 from gaussquant.demo.bundled import bundled_dir, load_bundled
 from gaussquant.demo.report import format_summary
 from gaussquant.demo.run import _WarningLog, codebook_sizes, run
@@ -20,7 +21,10 @@ from gaussquant.tokens import load_tokens
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("demo") / "out", live_steps=2, max_side=64, threads=1)
+    with pytest.MonkeyPatch.context() as patch:  # a toy generation step: few crops, 3 prior steps
+        patch.setattr(generation, "TRAIN_CROPS", 64)
+        patch.setattr(generation, "HELD_OUT_CROPS", 16)
+        return run(tmp_path_factory.mktemp("demo") / "out", live_steps=2, max_side=64, threads=1, prior_steps=3)
 
 
 def test_metrics_keep_psnr_and_continuous_psnr_at_top_level(demo):
@@ -75,6 +79,32 @@ def test_bundled_model_is_installed_small_and_on_target():
     model, meta = load_bundled()
     assert next(model.parameters()).dtype == torch.float32 and meta["weights_dtype"] == "float16"
     assert meta["bottleneck"]["target_bits"] == 8.0 and codebook_sizes(8.0, 8.0) == (256, [128, 256, 512])
+
+
+def test_generation_step_trains_a_prior_samples_it_and_reports_its_nll(demo):
+    from gaussquant.demo.bundled import load_model_dir
+    from gaussquant.prior.generate import sample_tokens
+    from gaussquant.prior.store import load_prior
+
+    r = json.loads((demo.out / "metrics.json").read_text())
+    p = r["prior"]
+    assert p["steps"] == 3 and p["train_crops"] == 64 and p["held_out_crops"] == 16 and p["crop_size"] == 32
+    assert p["rate_bits_per_token"] == 16 and p["token_grid"] == [8, 8]
+    # three steps from a uniform start: the held-out NLL is still close to the rate, and nowhere near 0
+    assert 0.5 * 16 < p["held_out_bits_per_token"] < 1.5 * 16
+    assert p["fraction_of_rate"] == pytest.approx(p["held_out_bits_per_token"] / 16)
+    assert 0 < p["unigram_bits_per_token"] <= 16 + 1e-6
+    # the report's samples are the prior's draws at the fixed seed, decoded with the demo's GQ model
+    prior = load_prior(demo.out / p["run"])
+    gq, _ = load_model_dir(demo.model_dir)
+    indices, _ = sample_tokens(prior, p["num_samples"], seed=0)
+    assert demo.prior.samples.shape == (p["num_samples"], 3, 32, 32)
+    assert torch.allclose(gq.detokenize(indices).clamp(-1, 1), demo.prior.samples, atol=1e-5)
+    text = demo.report.read_text()
+    assert "## Generated samples" in text and "samples.png" in text and (demo.out / "samples.png").is_file()
+    assert "not objects: expect texture patches" in text and f"{p['held_out_bits_per_token']:.2f} bits per token" in text
+    assert "tiny prior (3 steps" in format_summary(demo)
+    assert r["timings"]["prior_s"] > 0
 
 
 def test_warning_log_collects_log_and_python_warnings():

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 TILING = Tiling(64, 8)  # encoder/decoder windows: 48-px cores, 8-px margins (gaussquant/tiling.py)
 MIN_LIVE_SECONDS = 20.0
+PRIOR_SECONDS = 25.0  # default wall clock of the prior's training (demo/generation.py), out of the budget
+PRIOR_SHARE = 0.1  # the prior's training never takes more than this fraction of the budget
 REPORT_SECONDS = 15.0  # reserved for figures and report.md
 
 
@@ -35,6 +37,7 @@ class DemoResult:
     results: dict[str, Any]
     photos: list[PhotoResult]
     live_photos: list[PhotoResult] = field(default_factory=list)
+    prior: Any = None  # demo.generation.PriorRun, or None when the step was skipped
     warnings: list[str] = field(default_factory=list)
     total_seconds: float = 0.0
 
@@ -97,8 +100,10 @@ def run(
     threads: int | None = None,
     seed: int = 0,
     model_name: str = BUNDLED_MODEL,
+    prior_seconds: float | None = None,
+    prior_steps: int | None = None,
 ) -> DemoResult:
-    """Bundled model -> GQ at three K -> whole-photo tokens -> live TDC run -> report. Python API of
+    """Bundled model -> GQ at three K -> whole-photo tokens -> prior samples -> live TDC run -> report. API of
     ``gaussquant demo``.
 
     Args:
@@ -108,6 +113,9 @@ def run(
         live_steps: train the live model for exactly this many steps instead (tests).
         max_side: whole photos larger than this on their longer side are shrunk to it.
         threads: torch threads (default: one per idle core).
+        prior_seconds: wall clock of the generation step's prior training (default ``PRIOR_SECONDS``; at
+            most a tenth of the budget; it comes out of the live training's share); 0 skips the step.
+        prior_steps: train the prior for exactly this many steps instead (tests).
     """
     from gaussquant.data.default_photos import whole_held_out_photos
     from gaussquant.demo.live import train_live
@@ -117,6 +125,9 @@ def run(
         raise ValueError(f"--budget-minutes must be > 0; got {budget_minutes}")
     if live_steps is not None and live_steps < 1:
         raise ValueError(f"--live-steps must be >= 1; got {live_steps}")
+    prior_seconds = PRIOR_SECONDS if prior_seconds is None else float(prior_seconds)
+    if prior_seconds < 0 or (prior_steps is not None and prior_steps < 1):
+        raise ValueError(f"--prior-seconds must be >= 0 and --prior-steps >= 1; got {prior_seconds}, {prior_steps}")
     out = Path(out)
     if (out / "live" / "checkpoints").exists():
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or delete it")
@@ -149,6 +160,14 @@ def run(
             gq_model, out / "model",
             extra={"conversion": {"source": f"bundled {model_name}", "convertibility": report.to_dict()}},
         )
+        prior = None
+        if prior_steps is not None or prior_seconds > 0:
+            from gaussquant.demo.generation import train_demo_prior
+
+            t = time.perf_counter()
+            prior = train_demo_prior(gq_model, model_dir, out / "prior", min(prior_seconds, PRIOR_SHARE * budget),
+                                     steps=prior_steps, seed=seed)
+            timings["prior_s"] = time.perf_counter() - t
         # the live run gets what is left, minus its own evaluation (2 of the 4 decodes above) and the report
         elapsed = time.perf_counter() - t0
         reserve = 0.6 * timings["bundled_photos_s"] + REPORT_SECONDS
@@ -164,8 +183,12 @@ def run(
         if live_report.warning:
             log.warning("live model: %s", live_report.warning)
         demo = DemoResult(out=out, report=out / "report.md", model_dir=model_dir, token_dir=token_dir,
-                          results={}, photos=results, live_photos=live_results)
+                          results={}, photos=results, live_photos=live_results, prior=prior)
         demo.results = _metrics(demo, model, meta, main_k, ks, report, live, model_name, timings, max_side)
+        if prior is not None:
+            from gaussquant.demo.generation import prior_metrics
+
+            demo.results["prior"] = prior_metrics(prior, out)
         demo.total_seconds = time.perf_counter() - t0
         demo.results["timings"]["total_s"] = demo.total_seconds
         demo.warnings = warnings_log.messages
