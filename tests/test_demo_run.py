@@ -6,19 +6,25 @@ import logging
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from gaussquant.cli import main as cli_main
+from gaussquant.data.transforms import to_uint8
+from gaussquant.demo import generation
 from gaussquant.demo.bundled import bundled_dir, load_bundled
 from gaussquant.demo.report import format_summary
 from gaussquant.demo.run import _WarningLog, codebook_sizes, run
-from gaussquant.demo.tiling import _spans, tiled_decode, tiled_encoder
 from gaussquant.eval.metrics import psnr_uint8
+from gaussquant.tiling import tiled_decode
 from gaussquant.tokens import load_tokens
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("demo") / "out", live_steps=2, max_side=64, threads=1)
+    with pytest.MonkeyPatch.context() as patch:  # a toy generation step: few crops, 3 prior steps
+        patch.setattr(generation, "TRAIN_CROPS", 64)
+        patch.setattr(generation, "HELD_OUT_CROPS", 16)
+        return run(tmp_path_factory.mktemp("demo") / "out", live_steps=2, max_side=64, threads=1, prior_steps=3)
 
 
 def test_metrics_keep_psnr_and_continuous_psnr_at_top_level(demo):
@@ -37,12 +43,20 @@ def test_gq_numbers_come_from_the_token_files(demo):
     from gaussquant.demo.bundled import load_model_dir
 
     gq, _ = load_model_dir(model_dir)
+    assert gq.model_config.tile == 64  # the saved model recommends the demo's windows
     for photo in demo.photos:
         tokens = load_tokens(photo.token_file)
         assert tokens.num_images == 1 and tuple(tokens.image_size) == tuple(photo.original.shape[-2:])
+        assert tokens.tiling == (64, 8)
         z = gq.bottleneck.dequantize(tokens.batch(0, 1))
         x_hat = tiled_decode(gq, z, 48, 8).clamp(-1, 1)
         assert float(psnr_uint8(photo.original[None], x_hat)) == pytest.approx(photo.gq[256].psnr, abs=1e-4)
+    # `gaussquant decode` of a demo token file gives the demo's picture
+    photo = demo.photos[0]
+    out = demo.out / "decoded"
+    assert cli_main(["decode", str(model_dir), str(photo.token_file), "--out", str(out), "--device", "cpu"]) == 0
+    png = np.array(Image.open(out / f"{photo.name}.png")).astype(int)
+    assert np.abs(png - to_uint8(photo.gq[256].image[None])[0].permute(1, 2, 0).numpy()).max() <= 1
 
 
 def test_report_shows_photos_live_training_warnings_and_protocol(demo):
@@ -67,16 +81,30 @@ def test_bundled_model_is_installed_small_and_on_target():
     assert meta["bottleneck"]["target_bits"] == 8.0 and codebook_sizes(8.0, 8.0) == (256, [128, 256, 512])
 
 
-def test_tiles_cover_every_pixel_once_and_one_window_is_the_plain_model():
-    for length, core, margin in [(100, 48, 8), (48, 48, 8), (20, 48, 8)]:
-        spans = _spans(length, core, margin)
-        covered = [i for _, _, a, b in spans for i in range(a, b)]
-        assert covered == list(range(length))
-        assert all(0 <= w0 <= a and b <= w1 <= length for w0, w1, a, b in spans)
-    model, _ = load_bundled()
-    x = torch.rand(1, 3, 32, 40) * 2 - 1
-    assert torch.allclose(tiled_encoder(model, x, 64, 8), model.encoder(x), atol=1e-6)
-    assert tiled_encoder(model, x, 16, 8).shape == (1, 16, 8, 10)
+def test_generation_step_trains_a_prior_samples_it_and_reports_its_nll(demo):
+    from gaussquant.demo.bundled import load_model_dir
+    from gaussquant.prior.generate import sample_tokens
+    from gaussquant.prior.store import load_prior
+
+    r = json.loads((demo.out / "metrics.json").read_text())
+    p = r["prior"]
+    assert p["steps"] == 3 and p["train_crops"] == 64 and p["held_out_crops"] == 16 and p["crop_size"] == 32
+    assert p["rate_bits_per_token"] == 16 and p["token_grid"] == [8, 8]
+    # three steps from a uniform start: the held-out NLL is still close to the rate, and nowhere near 0
+    assert 0.5 * 16 < p["held_out_bits_per_token"] < 1.5 * 16
+    assert p["fraction_of_rate"] == pytest.approx(p["held_out_bits_per_token"] / 16)
+    assert 0 < p["unigram_bits_per_token"] <= 16 + 1e-6
+    # the report's samples are the prior's draws at the fixed seed, decoded with the demo's GQ model
+    prior = load_prior(demo.out / p["run"])
+    gq, _ = load_model_dir(demo.model_dir)
+    indices, _ = sample_tokens(prior, p["num_samples"], seed=0)
+    assert demo.prior.samples.shape == (p["num_samples"], 3, 32, 32)
+    assert torch.allclose(gq.detokenize(indices).clamp(-1, 1), demo.prior.samples, atol=1e-5)
+    text = demo.report.read_text()
+    assert "## Generated samples" in text and "samples.png" in text and (demo.out / "samples.png").is_file()
+    assert "not objects: expect texture patches" in text and f"{p['held_out_bits_per_token']:.2f} bits per token" in text
+    assert "tiny prior (3 steps" in format_summary(demo)
+    assert r["timings"]["prior_s"] > 0
 
 
 def test_warning_log_collects_log_and_python_warnings():

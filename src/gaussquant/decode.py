@@ -7,6 +7,8 @@ instead of being written as black images.
 Each image is written as ``DIR/<source file name with .png>`` (sub-folders kept), its pixels
 ``round((x_hat + 1) * 127.5)`` of the model's ``detokenize`` — the same uint8 mapping PSNR uses. Batches are
 read from the (compact) index array and decoded one at a time, so memory holds one batch of images.
+The decoder runs in the windows the token file records (``gaussquant.tiling``; the encoder's), else in the
+model's recommended ones, unless a tiling is given.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from torch import nn
 from gaussquant.data.transforms import to_uint8
 from gaussquant.encode import _progress, check_finite_weights
 from gaussquant.quantizers.base import require_discrete
+from gaussquant.tiling import AUTO, Tiling, resolve_tiling, tiled_detokenize
 from gaussquant.tokens import TokenFile, check_index_range, check_output_path, load_tokens, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -88,6 +91,7 @@ def decode_tokens(
     out_dir: str | os.PathLike,
     *,
     batch_size: int = 16,
+    tiling: Tiling | None | str = AUTO,
     progress: bool = False,
 ) -> list[Path]:
     """Decode a tokens ``.npz`` written by :func:`gaussquant.encode.encode_folder` into PNGs under ``out_dir``.
@@ -97,6 +101,8 @@ def decode_tokens(
         tokens_path: the ``.npz``.
         out_dir: created if missing; PNGs keep the source files' relative paths with a ``.png`` suffix.
         batch_size: images decoded at once.
+        tiling: decoder windows: a ``Tiling``, None for one pass, or ``"auto"``: the token file's record (the
+            encoder's windows), else the model's recommendation (``model.config.model.tile``), else one pass.
         progress: show a tqdm progress bar on stderr.
 
     Returns:
@@ -105,6 +111,7 @@ def decode_tokens(
     tokens = load_tokens(tokens_path)
     check_finite_weights(model, "decode")
     check_tokens_match(model, tokens, str(tokens_path))
+    tiling = resolve_tiling(model, tiling, tokens.tiling)
     names = output_names(tokens.file_names)
     out = check_output_path(out_dir)
     if out.exists() and not out.is_dir():
@@ -116,7 +123,7 @@ def decode_tokens(
     try:
         with torch.no_grad():
             for start in _progress(range(0, tokens.num_images, batch_size), progress, "decode"):
-                x_hat = model.detokenize(tokens.batch(start, start + batch_size).to(device))
+                x_hat = tiled_detokenize(model, tokens.batch(start, start + batch_size).to(device), tiling)
                 if not bool(torch.isfinite(x_hat).all()):  # would be written as black pixels
                     raise ValueError(
                         f"decoding image {start} ({names[start]!r}) onward gave NaN or infinite pixels; "

@@ -4,7 +4,9 @@ The model's ``tokenize`` (docs/method.md section 4: the search over the fixed co
 batches; indices stream into the ``.npz`` described in ``tokens.py`` while images are loaded batch by batch,
 so a folder larger than memory works. Images are resized (shorter side) and center-cropped to the model's
 training size, exactly as ``ImageFolderDataset(mode="center")`` does for evaluation; a corrupt image is an
-error that names it (a token file must hold every listed image, in order).
+error that names it (a token file must hold every listed image, in order). Images larger than a window can
+be encoded in overlapping windows (``gaussquant.tiling``; by default the model's recommended ones); the
+tiling used is recorded in the token file, and ``decode`` uses it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from gaussquant.quantizers.base import require_discrete
+from gaussquant.tiling import AUTO, Tiling, resolve_tiling, tiled_tokenize, tiling_record
 from gaussquant.tokens import TokenWriter, model_fingerprint
 
 logger = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ def encode_folder(
     image_size: int,
     batch_size: int = 16,
     num_workers: int = 0,
+    tiling: Tiling | None | str = AUTO,
     progress: bool = False,
 ) -> Path:
     """Tokenize every image under ``images_dir`` into ``out_path`` (a tokens ``.npz``).
@@ -69,6 +73,8 @@ def encode_folder(
         out_path: the ``.npz`` to write (written to ``out_path.partial`` first, renamed when complete).
         image_size: side of the square center crop fed to the model (a multiple of its downsampling factor).
         batch_size, num_workers: DataLoader settings.
+        tiling: encoder windows (``gaussquant.tiling``): a ``Tiling``, None for one pass, or ``"auto"`` (the
+            model's recommended tile, ``model.config.model.tile``, else one pass). Recorded in the file.
         progress: show a tqdm progress bar on stderr.
 
     Returns:
@@ -80,24 +86,27 @@ def encode_folder(
     if image_size < 1:
         raise ValueError(f"image_size must be a positive number of pixels; got {image_size}")
     check_finite_weights(model, "encode")
+    tiling = resolve_tiling(model, tiling)
     dataset = ImageFolderDataset(images_dir, image_size=image_size, mode="center", strict=True)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     writer = TokenWriter(out_path, num_images=len(dataset), codebook_size=model.bottleneck.codebook_size,
-                         image_size=(image_size, image_size), model_fingerprint=model_fingerprint(model))
+                         image_size=(image_size, image_size), model_fingerprint=model_fingerprint(model),
+                         tiling=tiling_record(tiling))
     start = 0
     try:
         with writer, torch.no_grad():
             for x in _progress(loader, progress, "encode"):
-                indices = model.tokenize(x.to(device))
+                indices = tiled_tokenize(model, x.to(device), tiling)
                 writer.write(indices, dataset.files[start:start + x.shape[0]])
                 start += x.shape[0]
             path = writer.close()
     finally:
         model.train(was_training)
-    logger.info("wrote %d images' tokens (K=%d) to %s", len(dataset), writer.codebook_size, path)
+    logger.info("wrote %d images' tokens (K=%d, %s) to %s", len(dataset), writer.codebook_size,
+                "one pass" if tiling is None else f"{tiling.window}-px windows, {tiling.margin}-px margins", path)
     return path
 
 

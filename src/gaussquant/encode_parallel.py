@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Subset
 
 from gaussquant.distributed import barrier, rank_and_world
 from gaussquant.quantizers.base import require_discrete
+from gaussquant.tiling import AUTO, Tiling, resolve_tiling, tiled_tokenize, tiling_record
 from gaussquant.tokens import PARTS_FORMAT, PARTS_INDEX, TokenWriter, model_fingerprint
 
 log = logging.getLogger(__name__)
@@ -77,10 +78,12 @@ def encode_folder_parts(
     batch_size: int = 16,
     shard_size: int = 4096,
     num_workers: int = 0,
+    tiling: Tiling | None | str = AUTO,
     progress: bool = False,
 ) -> Path:
     """Tokenize every image under ``images_dir`` into parts under ``out_dir`` (module docstring); every
-    rank of an initialised process group calls it. Returns ``out_dir / "index.json"``."""
+    rank of an initialised process group calls it. ``tiling``: as in ``encode_folder`` (recorded in every
+    part). Returns ``out_dir / "index.json"``."""
     from gaussquant.data.folder import ImageFolderDataset
     from gaussquant.encode import _progress, check_finite_weights
 
@@ -89,6 +92,7 @@ def encode_folder_parts(
         raise ValueError(f"image_size, batch_size and shard_size must be >= 1; got {image_size}, {batch_size}, "
                          f"{shard_size}")
     check_finite_weights(model, "encode")
+    tiling = resolve_tiling(model, tiling)
     out = Path(out_dir)
     if out.suffix == ".npz" or out.is_file():
         raise ValueError(f"--out {str(out)!r} must be a folder for a parallel encode (it holds one part per "
@@ -112,11 +116,12 @@ def encode_folder_parts(
             loader = DataLoader(Subset(dataset, range(start, stop)), batch_size=batch_size, shuffle=False,
                                 num_workers=num_workers)
             writer = TokenWriter(path, num_images=stop - start, codebook_size=model.bottleneck.codebook_size,
-                                 image_size=(image_size, image_size), model_fingerprint=fingerprint)
+                                 image_size=(image_size, image_size), model_fingerprint=fingerprint,
+                                 tiling=tiling_record(tiling))
             at = start
             with writer, torch.no_grad():
                 for x in _progress(loader, progress and rank == 0, f"encode {path.name}"):
-                    writer.write(model.tokenize(x.to(device)), dataset.files[at:at + x.shape[0]])
+                    writer.write(tiled_tokenize(model, x.to(device), tiling), dataset.files[at:at + x.shape[0]])
                     at += x.shape[0]
                 writer.close()
     finally:

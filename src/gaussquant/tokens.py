@@ -13,6 +13,9 @@ Format (``numpy.load`` opens it with ``allow_pickle=False``; every member is a p
 - ``codebook_size`` (K), ``num_groups`` (G), ``format_version``: int64 scalars.
 - ``grid``: the token grid, ``(h, w)`` or ``(L,)``; ``image_size``: ``(H, W)`` of the encoded images.
 - ``layout``: ``"channel_first"`` or ``"token_last"``; ``model_fingerprint``: 64 hex characters.
+- ``tiling`` (optional): ``(window, margin)`` pixels of the windows the encoder ran in (gaussquant/tiling.py),
+  ``(0, 0)`` for one pass; absent in files written without it (``TokenFile.tiling`` is then None).
+  ``gaussquant decode`` decodes in the same windows unless told otherwise.
 
 The model fingerprint is the SHA-256 of a description of the bottleneck (class name and, where present,
 ``codebook_size``, ``num_groups``, ``codebook_dim``, ``grouping``, ``rule``, ``beta``, ``latent_channels``; as
@@ -111,6 +114,7 @@ class TokenFile:
     image_size: tuple[int, int]
     layout: str
     model_fingerprint: str
+    tiling: tuple[int, int] | None = None  # (window, margin) pixels; (0, 0) = one pass; None = not recorded
 
     @property
     def num_images(self) -> int:
@@ -148,11 +152,13 @@ class TokenWriter:
         codebook_size: K (>= 2); sets the dtype.
         image_size: ``(H, W)`` of the encoded images.
         model_fingerprint: :func:`model_fingerprint` of the encoding model.
+        tiling: ``(window, margin)`` pixels of the encoder's windows, ``(0, 0)`` for one pass, None to record
+            nothing (the module docstring).
     """
 
     def __init__(
         self, path: str | os.PathLike, *, num_images: int, codebook_size: int,
-        image_size: tuple[int, int], model_fingerprint: str,
+        image_size: tuple[int, int], model_fingerprint: str, tiling: tuple[int, int] | None = None,
     ) -> None:
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1; got {num_images}")
@@ -164,6 +170,7 @@ class TokenWriter:
         self.dtype = index_dtype(self.codebook_size)
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.fingerprint = model_fingerprint
+        self.tiling = None if tiling is None else (int(tiling[0]), int(tiling[1]))
         self.file_names: list[str] = []
         self._tmp = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
         check_output_path(self.path)
@@ -220,6 +227,8 @@ class TokenWriter:
             "layout": np.array(self._layout), "model_fingerprint": np.array(self.fingerprint),
             "format_version": np.int64(FORMAT_VERSION),
         }
+        if self.tiling is not None:
+            extras["tiling"] = np.array(self.tiling, dtype=np.int64)
         for key, value in extras.items():
             with self._zip.open(f"{key}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
@@ -275,9 +284,20 @@ def load_tokens(path: str | os.PathLike) -> TokenFile:
             codebook_size=int(data["codebook_size"]), num_groups=int(data["num_groups"]),
             grid=tuple(int(g) for g in data["grid"]), image_size=tuple(int(s) for s in data["image_size"]),
             layout=str(data["layout"]), model_fingerprint=str(data["model_fingerprint"]),
+            tiling=_read_tiling(data, path),
         )
     _validate(tokens, path)
     return tokens
+
+
+def _read_tiling(data: Any, path: Path) -> tuple[int, int] | None:
+    """The optional ``tiling`` member as ``(window, margin)``, None when absent."""
+    if "tiling" not in data.files:
+        return None
+    value = np.asarray(data["tiling"])
+    if value.shape != (2,) or value.dtype.kind not in "iu" or int(value.min()) < 0:
+        raise ValueError(f"{path}: tiling must be two non-negative integers (window, margin); got {value!r}")
+    return int(value[0]), int(value[1])
 
 
 def _validate(tokens: TokenFile, path: Path) -> None:
@@ -330,8 +350,8 @@ def load_token_parts(folder: str | os.PathLike) -> TokenFile:
         part = load_tokens(folder / name)
         if start != at or part.num_images != count or part.model_fingerprint != fingerprint:
             raise ValueError(f"{folder / name} does not match {index_path} (start, count or model); encode again")
-        if parts and (part.codebook_size, part.grid, part.layout, part.image_size) != (
-                parts[0].codebook_size, parts[0].grid, parts[0].layout, parts[0].image_size):
+        if parts and (part.codebook_size, part.grid, part.layout, part.image_size, part.tiling) != (
+                parts[0].codebook_size, parts[0].grid, parts[0].layout, parts[0].image_size, parts[0].tiling):
             raise ValueError(f"{folder / name} has another token shape than {entries[0][0]}; encode again")
         parts.append(part)
         at += count
@@ -341,5 +361,5 @@ def load_token_parts(folder: str | os.PathLike) -> TokenFile:
     return TokenFile(
         indices=np.concatenate([p.indices for p in parts]), file_names=[n for p in parts for n in p.file_names],
         codebook_size=first.codebook_size, num_groups=first.num_groups, grid=first.grid,
-        image_size=first.image_size, layout=first.layout, model_fingerprint=fingerprint,
+        image_size=first.image_size, layout=first.layout, model_fingerprint=fingerprint, tiling=first.tiling,
     )

@@ -46,6 +46,15 @@ def test_a_tiny_prior_memorises_a_tiny_token_set(tiny_tokens, tmp_path):
     assert evaluate_prior(prior, held_out)["bits_per_token"] > rate
 
 
+def test_max_seconds_stops_early_with_a_checkpoint(tiny_tokens, tmp_path):
+    path, _ = tiny_tokens
+    last = train_prior(path, tmp_path / "timed", steps=10**6, batch_size=4, checkpoint_every=10**6, max_seconds=0.2)
+    step = load_prior(last).step
+    assert 1 <= step < 10**6 and load_prior(tmp_path / "timed").step == step
+    with pytest.raises(ValueError, match="max_seconds must be > 0"):
+        train_prior(path, tmp_path / "bad", steps=5, max_seconds=0)
+
+
 def test_resume_after_an_interruption_reaches_the_same_weights(tiny_tokens, tmp_path):
     path, _ = tiny_tokens
     kw = dict(steps=8, batch_size=4, checkpoint_every=3)

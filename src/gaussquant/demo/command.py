@@ -16,7 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="shrink held-out photos whose longer side exceeds this (default 512)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: one per idle core, from the load average)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the live run")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the live run and of the prior's samples")
+    parser.add_argument("--prior-seconds", type=float, default=None,
+                        help="seconds of training for the tiny prior whose samples end the report (at most a "
+                             "tenth of the budget, taken from the live training; 0 skips it; default 25)")
+    parser.add_argument("--prior-steps", type=int, default=None,
+                        help="train the prior for exactly N steps instead")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -26,7 +31,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         result = run(args.out, budget_minutes=args.budget_minutes, live_steps=args.live_steps,
-                     max_side=args.max_side, threads=args.threads, seed=args.seed)
+                     max_side=args.max_side, threads=args.threads, seed=args.seed,
+                     prior_seconds=args.prior_seconds, prior_steps=args.prior_steps)
     except TrainingInterrupted as stop:
         print(f"demo interrupted during the live training at step {stop.step}; its outputs so far are in "
               f"{args.out}", flush=True)

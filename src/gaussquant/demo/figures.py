@@ -33,6 +33,19 @@ def photo_grid(rows: Sequence[tuple[str, Sequence[tuple[Tensor, str]]]], labels:
     return compose_grid(tiles, path, column_labels=labels, captions=captions, gap=6, font_size=18)
 
 
+def sample_grid(references: Tensor, samples: Tensor, path: Path, min_tile: int = 192, per_row: int = 4) -> Path:
+    """Training crops decoded from their tokens (first row) above generated samples, ``per_row`` a row,
+    each ``(N, 3, S, S)`` in [-1, 1], enlarged by pixel repetition to at least ``min_tile`` px and captioned."""
+    factor = grid_scale(samples.shape[-2], samples.shape[-1], min_tile)
+    tiles = [[upscale_nearest(_pixels(x), factor) for x in references[:per_row]]]
+    captions = [[f"training crop {i + 1}" for i in range(len(tiles[0]))]]
+    for start in range(0, samples.shape[0], per_row):
+        row = samples[start:start + per_row]
+        tiles.append([upscale_nearest(_pixels(x), factor) for x in row])
+        captions.append([f"sample {start + i + 1}" for i in range(len(row))])
+    return compose_grid(tiles, path, captions=captions, gap=6, font_size=16)
+
+
 def rate_quality(points: Sequence[tuple[int, float, float]], continuous: float, path: Path,
                  target_bits: float | None = None) -> Path:
     """PSNR against bpp for GQ conversions at several K: ``points`` = ``[(K, bpp, psnr)]``; the dashed line

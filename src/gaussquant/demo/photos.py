@@ -1,10 +1,11 @@
 """Whole held-out photos through a Gaussian VAE and its GQ conversions (docs/method.md sections 3-4).
 
-:func:`evaluate_photos` encodes each photo once, in overlapping windows (demo/tiling.py says why; the
+:func:`evaluate_photos` encodes each photo once, in overlapping windows (gaussquant/tiling.py says why; the
 encoder is shared by every conversion: ``to_gaussian_quant`` copies it unchanged), decodes the posterior mean (the continuous reconstruction) and, for each codebook size K,
 the GQ tokens. For the main K the tokens are written to one token file per photo (photos differ in size; the
 ``.npz`` format holds one image size), read back with :func:`~gaussquant.tokens.load_tokens` and decoded from
-the file: the GQ numbers of the main K are those of the decoded token files.
+the file: the GQ numbers of the main K are those of the decoded token files. Each file records the windows,
+so ``gaussquant decode`` reproduces the demo's pictures from it.
 
 PSNR is on uint8 images (eval/metrics.py); the colour cast is the mean difference per RGB channel between
 reconstruction and original, in uint8 levels (0 = no cast).
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gaussquant.data.transforms import to_uint8
+from gaussquant.tiling import Tiling, tiling_record
 
 
 @dataclass
@@ -63,7 +65,7 @@ def evaluate_photos(
     *,
     main_k: int | None = None,
     token_dir: Path | None = None,
-    tile: tuple[int, int] | None = (48, 8),
+    tiling: Tiling | None = Tiling(64, 8),
 ) -> list[PhotoResult]:
     """Continuous and GQ reconstructions of whole photos.
 
@@ -73,10 +75,9 @@ def evaluate_photos(
         converted: K -> the model converted with ``to_gaussian_quant(model, K)``.
         main_k: the K whose tokens go to ``token_dir/NAME.npz`` and are decoded back from there.
         token_dir: where the token files are written (required with ``main_k``).
-        tile: ``(core, margin)`` pixels of the encoder and decoder windows (demo/tiling.py); None = one pass.
+        tiling: the encoder and decoder windows (gaussquant/tiling.py); None = one pass.
     """
-    from gaussquant.demo.tiling import tiled_decode, tiled_encoder
-
+    from gaussquant.tiling import tiled_decode, tiled_encoder
     from gaussquant.tokens import TokenWriter, load_tokens, model_fingerprint
 
     device = next(model.parameters()).device
@@ -84,7 +85,7 @@ def evaluate_photos(
     results = []
     for name, x in photos:
         x = x.to(device)
-        core, margin = tile or (max(x.shape[-2:]), 0)
+        core, margin = (tiling.core, tiling.margin) if tiling else (max(x.shape[-2:]), 0)
 
         def decode(m: nn.Module, z: Tensor) -> Tensor:
             return tiled_decode(m, z, core, margin)[0]
@@ -101,7 +102,7 @@ def evaluate_photos(
                 path = token_dir / f"{name}.npz"
                 size = (int(x.shape[-2]), int(x.shape[-1]))
                 with TokenWriter(path, num_images=1, codebook_size=k, image_size=size,
-                                 model_fingerprint=fingerprints[k]) as writer:
+                                 model_fingerprint=fingerprints[k], tiling=tiling_record(tiling)) as writer:
                     writer.write(indices.cpu(), [name])
                     writer.close()
                 tokens = load_tokens(path)

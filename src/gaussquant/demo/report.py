@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from gaussquant.demo.figures import live_kl, photo_grid, rate_quality
+from gaussquant.demo.figures import live_kl, photo_grid, rate_quality, sample_grid
 from gaussquant.eval.plots import plot_kl_histogram
 from gaussquant.eval.report import protocol_table
 
@@ -36,6 +36,10 @@ def summary_rows(demo: Any) -> list[tuple[str, str, str, str]]:
         if point["codebook_size"] != k:
             rows.append((f"PSNR at K = {point['codebook_size']} ({point['bpp']:.3f} bpp)", "-",
                          f"{point['psnr']:.2f}", ""))
+    if "prior" in r:
+        p = r["prior"]
+        rows.append((f"tiny prior ({p['steps']} steps, {p['train_seconds']:.0f} s): held-out NLL, bits per token",
+                     "-", f"{p['held_out_bits_per_token']:.2f} of {p['rate_bits_per_token']:.0f}", ""))
     live = r["live"]
     rows.append((f"live model ({live['steps']} steps, {live['train_seconds']:.0f} s) PSNR",
                  f"{live['continuous_psnr']:.2f}", f"{live['psnr']:.2f}",
@@ -93,6 +97,18 @@ def write_demo_report(demo: Any, meta: dict[str, Any], live: Any, report: Any) -
                       title="bundled model: group KL on the held-out photos vs log2 K")
     live_kl([(s.step, s.seconds, s.kl_bits) for s in live.snapshots], live.log, math.log2(k),
             out / "live_kl.png")
+    generation: list[str] = []
+    if demo.prior is not None:
+        from gaussquant.demo.generation import prior_paragraph
+
+        sample_grid(demo.prior.training_crops, demo.prior.samples, out / "samples.png")
+        p = r["prior"]
+        generation = [
+            "## Generated samples: a tiny prior over the tokens", "",
+            "![training crops and generated samples](samples.png)", "",
+            f"Each tile is {p['crop_size']}x{p['crop_size']} px ({'x'.join(str(v) for v in p['token_grid'])} "
+            "tokens), enlarged by pixel repetition. " + prior_paragraph(p), "",
+        ]
     r["warnings"] = list(demo.warnings)
     (out / "metrics.json").write_text(json.dumps(r, indent=2, sort_keys=True))
     steps = meta.get("source_step") or meta.get("step")
@@ -124,13 +140,16 @@ def write_demo_report(demo: Any, meta: dict[str, Any], live: Any, report: Any) -
         "![live KL](live_kl.png)", "",
         _comparison(r, steps), "",
         "![live vs bundled](live_vs_bundled.png)", "",
+        *generation,
         "## Warnings printed during the run", "",
         *([f"- {w}" for w in demo.warnings] or ["- none"]), "",
         "## Protocol", "", protocol_table(r["protocol"]), "",
         "## Files", "",
-        f"- `model/`: the GQ model (K = {k}) the token files were written with (`gaussquant decode model "
-        "tokens/NAME.npz` decodes in one pass, not in windows, so its colours drift: see docs/demo_model.md)",
+        f"- `model/`: the GQ model (K = {k}) the token files were written with; `gaussquant decode model "
+        "tokens/NAME.npz --out DIR` decodes them in the windows the files record, as above",
         "- `tokens/NAME.npz`: one token file per photo", "- `live/`: the live training run (metrics.jsonl, "
-        "checkpoint)", "- `metrics.json`: every number above", "",
+        "checkpoint)",
+        *(["- `prior/`: the crops' token files and the prior's run folder (`run/`)"] if demo.prior else []),
+        "- `metrics.json`: every number above", "",
     ]
     demo.report.write_text("\n".join(lines))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -14,11 +15,14 @@ import torch
 
 from gaussquant.demo.bundled import BUNDLED_MODEL, load_bundled, save_model_dir
 from gaussquant.demo.photos import PhotoResult, evaluate_photos, index_usage, mean_psnr
+from gaussquant.tiling import Tiling
 
 log = logging.getLogger(__name__)
 
-TILE = (48, 8)  # (core, margin) pixels of the encoder/decoder windows (demo/tiling.py)
+TILING = Tiling(64, 8)  # encoder/decoder windows: 48-px cores, 8-px margins (gaussquant/tiling.py)
 MIN_LIVE_SECONDS = 20.0
+PRIOR_SECONDS = 25.0  # default wall clock of the prior's training (demo/generation.py), out of the budget
+PRIOR_SHARE = 0.1  # the prior's training never takes more than this fraction of the budget
 REPORT_SECONDS = 15.0  # reserved for figures and report.md
 
 
@@ -33,6 +37,7 @@ class DemoResult:
     results: dict[str, Any]
     photos: list[PhotoResult]
     live_photos: list[PhotoResult] = field(default_factory=list)
+    prior: Any = None  # demo.generation.PriorRun, or None when the step was skipped
     warnings: list[str] = field(default_factory=list)
     total_seconds: float = 0.0
 
@@ -95,8 +100,10 @@ def run(
     threads: int | None = None,
     seed: int = 0,
     model_name: str = BUNDLED_MODEL,
+    prior_seconds: float | None = None,
+    prior_steps: int | None = None,
 ) -> DemoResult:
-    """Bundled model -> GQ at three K -> whole-photo tokens -> live TDC run -> report. Python API of
+    """Bundled model -> GQ at three K -> whole-photo tokens -> prior samples -> live TDC run -> report. API of
     ``gaussquant demo``.
 
     Args:
@@ -106,6 +113,9 @@ def run(
         live_steps: train the live model for exactly this many steps instead (tests).
         max_side: whole photos larger than this on their longer side are shrunk to it.
         threads: torch threads (default: one per idle core).
+        prior_seconds: wall clock of the generation step's prior training (default ``PRIOR_SECONDS``; at
+            most a tenth of the budget; it comes out of the live training's share); 0 skips the step.
+        prior_steps: train the prior for exactly this many steps instead (tests).
     """
     from gaussquant.data.default_photos import whole_held_out_photos
     from gaussquant.demo.live import train_live
@@ -115,6 +125,9 @@ def run(
         raise ValueError(f"--budget-minutes must be > 0; got {budget_minutes}")
     if live_steps is not None and live_steps < 1:
         raise ValueError(f"--live-steps must be >= 1; got {live_steps}")
+    prior_seconds = PRIOR_SECONDS if prior_seconds is None else float(prior_seconds)
+    if prior_seconds < 0 or (prior_steps is not None and prior_steps < 1):
+        raise ValueError(f"--prior-seconds must be >= 0 and --prior-steps >= 1; got {prior_seconds}, {prior_steps}")
     out = Path(out)
     if (out / "live" / "checkpoints").exists():
         raise FileExistsError(f"{out} already holds a demo run; choose another --out or delete it")
@@ -134,16 +147,27 @@ def run(
         converted = _convert_all(model, ks)
         token_dir = out / "tokens"
         t = time.perf_counter()
-        results = evaluate_photos(model, photos, converted, main_k=main_k, token_dir=token_dir, tile=TILE)
+        results = evaluate_photos(model, photos, converted, main_k=main_k, token_dir=token_dir, tiling=TILING)
         timings["bundled_photos_s"] = time.perf_counter() - t
         report = _convertibility(results, model, main_k)
         log.info("bundled model on the held-out photos:\n%s", report.to_text())
         if report.warning:
             log.warning("%s", report.warning)
+        gq_model = converted[main_k]
+        if gq_model.model_config.tile is None:  # the saved model recommends the windows its tokens were made in
+            gq_model.model_config = dataclasses.replace(gq_model.model_config, tile=TILING.window)
         model_dir = save_model_dir(
-            converted[main_k], out / "model",
+            gq_model, out / "model",
             extra={"conversion": {"source": f"bundled {model_name}", "convertibility": report.to_dict()}},
         )
+        prior = None
+        if prior_steps is not None or prior_seconds > 0:
+            from gaussquant.demo.generation import train_demo_prior
+
+            t = time.perf_counter()
+            prior = train_demo_prior(gq_model, model_dir, out / "prior", min(prior_seconds, PRIOR_SHARE * budget),
+                                     steps=prior_steps, seed=seed)
+            timings["prior_s"] = time.perf_counter() - t
         # the live run gets what is left, minus its own evaluation (2 of the 4 decodes above) and the report
         elapsed = time.perf_counter() - t0
         reserve = 0.6 * timings["bundled_photos_s"] + REPORT_SECONDS
@@ -153,14 +177,18 @@ def run(
         live = train_live(out / "live", live_budget, seed=seed, steps=live_steps)
         timings["live_train_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        live_results = evaluate_photos(live.model, photos, _convert_all(live.model, [main_k]), tile=TILE)
+        live_results = evaluate_photos(live.model, photos, _convert_all(live.model, [main_k]), tiling=TILING)
         timings["live_photos_s"] = time.perf_counter() - t
         live_report = _convertibility(live_results, live.model, main_k)
         if live_report.warning:
             log.warning("live model: %s", live_report.warning)
         demo = DemoResult(out=out, report=out / "report.md", model_dir=model_dir, token_dir=token_dir,
-                          results={}, photos=results, live_photos=live_results)
+                          results={}, photos=results, live_photos=live_results, prior=prior)
         demo.results = _metrics(demo, model, meta, main_k, ks, report, live, model_name, timings, max_side)
+        if prior is not None:
+            from gaussquant.demo.generation import prior_metrics
+
+            demo.results["prior"] = prior_metrics(prior, out)
         demo.total_seconds = time.perf_counter() - t0
         demo.results["timings"]["total_s"] = demo.total_seconds
         demo.warnings = warnings_log.messages
@@ -245,8 +273,9 @@ def _metrics(demo: DemoResult, model: torch.nn.Module, meta: dict[str, Any], mai
             "data": f"the {len(photos)} held-out photos ({', '.join(p.name for p in photos)}), whole, longer side "
                     f"shrunk to at most {max_side} px, cut to multiples of "
                     f"{f}; never seen in training",
-            "windows": f"encoder and decoder run in {TILE[0] + 2 * TILE[1]}-px windows ({TILE[0]}-px cores, "
-                       f"{TILE[1]}-px margins; demo/tiling.py), the token grid is the whole photo's",
+            "windows": f"encoder and decoder run in {TILING.window}-px windows ({TILING.core}-px cores, "
+                       f"{TILING.margin}-px margins; gaussquant/tiling.py), the token grid is the whole photo's; "
+                       "the token files record them",
             "tokens": "one .npz per photo in tokens/; the GQ numbers are decoded from those files",
             "psnr": "on uint8 images, per photo, then the mean over photos",
             "lpips": "not computed: its weights are not bundled and the demo downloads nothing",

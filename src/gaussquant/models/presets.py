@@ -114,6 +114,10 @@ class ModelConfig:
         dropout: overrides the UNet preset's dropout (None: keep it). The ViT has none.
         convert_grayscale: repeat single-channel inputs to RGB instead of raising.
         unet: the architecture of ``arch="unet-custom"`` (a :class:`UNetArch` or its dict); None otherwise.
+        tile: the window side in pixels this model recommends for encoding and decoding larger images
+            (gaussquant/tiling.py: a UNet that normalises over space, trained on small crops, drifts in
+            colour on a whole photo); None: one pass. ``gaussquant encode`` / ``decode`` use it when no
+            ``--tile`` is given. A multiple of f; UNet only.
     """
 
     arch: str = "unet-tiny"
@@ -121,6 +125,7 @@ class ModelConfig:
     dropout: float | None = None
     convert_grayscale: bool = False
     unet: UNetArch | None = None
+    tile: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.unet, dict):
@@ -142,6 +147,11 @@ class ModelConfig:
             )
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}")
+        if self.tile is not None and (self.tile < f or self.tile % f or isinstance(self.preset, ViTArch)):
+            raise ValueError(
+                f"tile {self.tile} must be a positive multiple of the downsampling factor {f}, and a UNet's "
+                "(a ViT runs at its training image_size only); or None for one pass"
+            )
         if self.dropout and isinstance(self.preset, ViTArch):
             raise ValueError("the ViT presets have no dropout; leave dropout=None for vit-* archs")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -55,6 +56,7 @@ def train_prior(
     device: str | torch.device = "cpu",
     progress: bool = False,
     on_step: Callable[[int, float], None] | None = None,
+    max_seconds: float | None = None,
 ) -> Path:
     """Train (or resume training) a prior on ``tokens_path``; return the final checkpoint folder.
 
@@ -74,12 +76,16 @@ def train_prior(
         device: where to train.
         progress: show a tqdm progress bar.
         on_step: called as ``on_step(step, loss_bits_per_token)`` after each step (for monitoring).
+        max_seconds: also stop at the first step that ends this many wall-clock seconds after training
+            started (the final checkpoint is written then; the schedule still runs towards ``steps``).
     """
     from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
 
     if steps < 1 or batch_size < 1 or checkpoint_every < 1:
         raise ValueError(f"steps, batch size and checkpoint interval must be >= 1; got {steps}, {batch_size}, "
                          f"{checkpoint_every}")
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds must be > 0 (or None for no time limit); got {max_seconds}")
     if preset not in PRESETS:
         raise ValueError(f"unknown prior preset {preset!r}; choose one of {sorted(PRESETS)}")
     tokens = load_tokens(tokens_path)
@@ -123,6 +129,7 @@ def train_prior(
         bar = _bar(progress, steps, step)
         last = None
         model.train()
+        t0 = time.perf_counter()
         while step < steps:
             rows = torch.randint(tokens.num_images, (batch_size,), generator=batch_gen)  # (B,)
             batch = sequences[rows].to(device)  # (B, L, G)
@@ -143,8 +150,12 @@ def train_prior(
                 bar.set_postfix(bits_per_token=f"{loss:.3f}", rate=f"{layout.bits_per_token:.2f}")
             if on_step is not None:
                 on_step(step, loss)
-            if step % checkpoint_every == 0 or step == steps:
+            out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+            if step % checkpoint_every == 0 or step == steps or out_of_time:
                 last = checkpoint(step)
+            if out_of_time:
+                log.info("prior: stopped at step %d after %.1f s (max_seconds)", step, time.perf_counter() - t0)
+                break
         if bar is not None:
             bar.close()
         if last is None:  # resumed a run that had already finished
