@@ -17,9 +17,10 @@ def _saved(tmp_path, name, bottleneck, arch="unet-tiny", seed=0):
 def test_decoder_from_takes_the_fine_tuned_decoder_and_keeps_the_vae(tmp_path):
     vae, vae_dir = _saved(tmp_path, "vae", GaussianConfig(latent_channels=8, codebook_dim=4, target_bits=8.0))
     tuned, tuned_dir = _saved(tmp_path, "dec", GQConfig(latent_channels=8, codebook_size=256, codebook_dim=4), seed=1)
-    out = export_bundled(vae_dir, tmp_path / "bundled", decoder_from=tuned_dir)
+    out = export_bundled(vae_dir, tmp_path / "bundled", decoder_from=tuned_dir, tile=8)
     model, meta = load_model_dir(out)
     assert model.config.bottleneck == vae.config.bottleneck and meta["weights_dtype"] == "float16"
+    assert model.config.model.tile == 8 and vae.config.model.tile is None
     state = model.state_dict()
     for name, tensor in vae.state_dict().items():
         source = tuned.state_dict()[name] if name.startswith("decoder.") else tensor

@@ -50,12 +50,14 @@ def load_bundled(name: str = BUNDLED_MODEL) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def export_bundled(source: str | Path, out: str | Path, *, decoder_from: str | Path | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
+                   tile: int | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Copy a trained model (run dir, checkpoint step dir or saved dir) to ``out`` with float16 weights.
 
     ``decoder_from``: a model of the same architecture whose decoder replaces the source's, e.g. the
     stage-2 run of preset ``unet-demo-gq-dec`` (the decoder fine-tuned on GQ codewords, encoder frozen); the
-    exported model stays the source's Gaussian VAE, so it converts to GQ at any K as before.
+    exported model stays the source's Gaussian VAE, so it converts to GQ at any K as before. ``tile``: the
+    window the exported model recommends for encode/decode (``model.tile`` of its config; None keeps the
+    source's).
     ``config.json`` keeps what the model is, adds ``extra`` (e.g. the training command and metrics) and
     ``"weights_dtype": "float16"``, and its ``weights_sha256`` is the digest of the float16 file, so
     ``from_pretrained`` checks the stored bytes and loads them back as float32.
@@ -64,13 +66,17 @@ def export_bundled(source: str | Path, out: str | Path, *, decoder_from: str | P
 
     from gaussquant.pretrained.files import fsync_write, save_state_safetensors, state_digest
 
+    import dataclasses
+
     model, meta = load_model_dir(source)
     if decoder_from is not None:
         other, _ = load_model_dir(decoder_from)
-        if other.config.model != model.config.model:
+        if dataclasses.replace(other.config.model, tile=None) != dataclasses.replace(model.config.model, tile=None):
             raise ValueError(f"decoder_from {str(decoder_from)!r} is a {other.config.model.arch} model with another "
                              f"configuration than {str(source)!r}; give a fine-tune of the same architecture")
         model.decoder.load_state_dict(other.decoder.state_dict())
+    if tile is not None:
+        model.model_config = dataclasses.replace(model.model_config, tile=tile)
     out = Path(save_model_dir(model, out, extra={"weights_dtype": "float16", "source_step": meta.get("source_step", meta.get("step")),
                                                  **(extra or {})}))
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
