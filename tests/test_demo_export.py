@@ -21,6 +21,7 @@ def test_decoder_from_takes_the_fine_tuned_decoder_and_keeps_the_vae(tmp_path):
     model, meta = load_model_dir(out)
     assert model.config.bottleneck == vae.config.bottleneck and meta["weights_dtype"] == "float16"
     assert model.config.model.tile == 8 and vae.config.model.tile is None
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     state = model.state_dict()
     for name, tensor in vae.state_dict().items():
         source = tuned.state_dict()[name] if name.startswith("decoder.") else tensor

@@ -77,8 +77,9 @@ def export_bundled(source: str | Path, out: str | Path, *, decoder_from: str | P
         model.decoder.load_state_dict(other.decoder.state_dict())
     if tile is not None:
         model.model_config = dataclasses.replace(model.model_config, tile=tile)
-    out = Path(save_model_dir(model, out, extra={"weights_dtype": "float16", "source_step": meta.get("source_step", meta.get("step")),
-                                                 **(extra or {})}))
+    # no model card: its digest would be the float32 file's, and a bundled model loads with load_bundled()
+    out = Path(model.save_pretrained(out, model_card=False, extra={
+        "weights_dtype": "float16", "source_step": meta.get("source_step", meta.get("step")), **(extra or {})}))
     half = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
     save_state_safetensors(half, out / "model.safetensors")
     config = json.loads((out / "config.json").read_text())
