@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                    "gaussquant.bench.generation"),
     "train": ("training throughput and peak memory of tiny presets, one process and under torchrun",
               "gaussquant.bench.train"),
+    "demo-gap": ("the GQ conversion gap of demo-sized models on the whole held-out photos, in the demo's windows",
+                 "gaussquant.bench.demo_gap"),
     "tdc-convergence": ("TDC convergence: in-band fraction, KL max and aggregate posterior over steps, "
                         "reference vs adaptive controller", "gaussquant.bench.tdc_convergence"),
 }
