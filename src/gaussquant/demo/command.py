@@ -7,9 +7,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--budget-minutes", type=float, default=7.0,
+    parser.add_argument("--budget-minutes", type=float, default=6.0,
                         help="wall-clock budget of the whole demo; the live training gets what the rest "
-                             "leaves and stops when its time is up (default 7)")
+                             "leaves and stops when its time is up (default 6)")
     parser.add_argument("--live-steps", type=int, default=None,
                         help="train the live model for exactly N steps instead of filling the budget")
     parser.add_argument("--max-side", type=int, default=512,

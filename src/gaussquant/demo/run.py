@@ -94,7 +94,7 @@ def _convertibility(photos: list[PhotoResult], model: torch.nn.Module, k: int) -
 def run(
     out: str | Path = "runs/demo",
     *,
-    budget_minutes: float = 7.0,
+    budget_minutes: float = 6.0,
     live_steps: int | None = None,
     max_side: int = 512,
     threads: int | None = None,
