@@ -10,8 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train an autoregressive prior on a tokens file (resumable)",
                            description="Train a causal transformer prior on the tokens `gaussquant encode` wrote. "
-                           "Rerunning with the same --out resumes from its newest checkpoint. Under `torchrun --nproc-per-node N` "
-                           "it trains with DistributedDataParallel (each rank its slice of every global batch; "
+                           "Rerunning with the same --out resumes from its newest checkpoint. Under "
+                           "`torchrun --nproc-per-node N` it trains with DistributedDataParallel (each rank its slice of every global batch; "
                            "rank 0 writes the checkpoints).")
     train.add_argument("tokens", help="tokens file written by `gaussquant encode` (.npz)")
     train.add_argument("--out", required=True, help="run folder for the prior's checkpoints")
