@@ -31,7 +31,6 @@ import torch
 from torch import Tensor, nn
 
 from gaussquant.distributed import barrier, distributed_ready, rank_and_world
-
 from gaussquant.prior.data import TokenLayout, class_labels, class_names_of
 from gaussquant.prior.model import PRESETS, TokenPrior, prior_config
 from gaussquant.prior.store import prior_meta, read_prior_meta
