@@ -49,10 +49,12 @@ def test_fd_and_kid_are_the_project_distances_on_the_given_features():
 def test_table_states_fd_kid_and_the_image_count():
     row = dict(method="gq", codebook_size=256, num_groups=1, rate=8.0, test_bits_per_token=6.5,
                fraction_of_rate=0.8125, unigram_bits_per_token=7.0, train_bits_per_token=6.0, fd=12.345,
-               kid=0.0123, kid_std=0.0004, fd_images=1000)
-    table = format_table([row])
+               kid=0.0123, kid_std=0.0004, kid_subset_size=500, fd_images=1000)
+    reference = dict(fd=1.5, kid=0.0001, kid_std=0.0, kid_subset_size=1000, fd_images=1000)
+    table = format_table([row], reference)
     assert "FD effnet-lite0 | KID x 1e3 (std) | images per side |" in table
-    assert table.endswith("| 6.000 | 12.35 | 12.30 (0.40) | 1000 |")
+    assert "| 6.000 | 12.35 | 12.30 (0.40) | 1000 |\n" in table  # std over subsets of 500 of the 1000
+    assert table.endswith("| training images (no model) | - | - | - | - | - | - | 1.50 | 0.10 | 1000 |")
     assert "FD" not in format_table([{k: v for k, v in row.items() if k not in ("fd", "kid")}])
 
 
@@ -83,6 +85,7 @@ def test_fashion_mnist_track_end_to_end_with_fd(tmp_path, monkeypatch):
     assert (row["train_images"], row["test_images"], row["fd_images"]) == (8, 6, 4)
     assert "Fashion-MNIST test split (6 images" in row["eval_data"]
     assert np.isfinite(row["fd"]) and row["fd"] > 0 and np.isfinite(row["kid"])
+    assert summary["fd_reference"]["fd_images"] == 4  # the first 4 training images against the 4 held-out
     assert "| 4 |" in (tmp_path / "out" / "table.md").read_text()
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["config"]["dataset"] == "fashion-mnist" and saved["rows"][0]["fd_images"] == 4

@@ -153,12 +153,15 @@ def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     out = Path(cfg.out)
     (out / "tokens").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    extractor = real_features = None
+    extractor = real_features = reference = None
     if cfg.fd:
-        from gaussquant.bench.generation_fd import build_extractor, image_features
+        from gaussquant.bench.generation_fd import build_extractor, fd_and_kid, image_features
 
         extractor = build_extractor()
-        real_features = image_features(extractor, eval_data, min(cfg.fd_samples, len(eval_data)))
+        n = min(cfg.fd_samples, len(eval_data))
+        real_features = image_features(extractor, eval_data, n)
+        if len(train_data) >= n:  # the floor at this n: real training images against the held-out ones
+            reference = fd_and_kid(extractor, real_features, image_features(extractor, train_data, n))
     rows = []
     for unit in units:
         model, tcfg, train_seconds, steps = train_unit(qcfg, unit)
@@ -195,14 +198,16 @@ def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
             rows.append(row)
             log.info("%s: held-out NLL %.3f bits per token (%.3f of the rate)", method, test["bits_per_token"],
                      test["fraction_of_rate"])
-    summary = {"config": asdict(cfg), "seconds": time.perf_counter() - t0, "rows": rows}
+    summary = {"config": asdict(cfg), "seconds": time.perf_counter() - t0, "rows": rows, "fd_reference": reference}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "table.md").write_text(format_table(rows) + "\n")
+    (out / "table.md").write_text(format_table(rows, reference) + "\n")
     return summary
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table of the rows (one per method); FD and KID columns when the rows have them."""
+def format_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None = None) -> str:
+    """The markdown table of the rows (one per method); FD and KID columns when the rows have them, and then
+    a last row ``reference`` (``fd_and_kid`` of training images against the held-out ones) when given. KID's
+    standard deviation over subsets is shown only when the subsets are smaller than the sets."""
     fd = any(r.get("fd") is not None for r in rows)
     head = ("| method | K x G | rate (bits/token) | held-out NLL (bits/token) | NLL / rate | unigram (bits/token) "
             "| train NLL (bits/token) |")
@@ -216,10 +221,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f"{r['test_bits_per_token']:.3f} | {r['fraction_of_rate']:.3f} | {r['unigram_bits_per_token']:.3f} "
                 f"| {r['train_bits_per_token']:.3f} |")
         if fd:
-            line += (f" {r['fd']:.2f} | {1e3 * r['kid']:.2f} ({1e3 * r['kid_std']:.2f}) | {r['fd_images']} |"
-                     if r.get("fd") is not None else " - | - | - |")
+            line += _fd_cells(r) if r.get("fd") is not None else " - | - | - |"
         lines.append(line)
+    if fd and reference is not None:
+        lines.append("| training images (no model) | - | - | - | - | - | - |" + _fd_cells(reference))
     return "\n".join(lines)
+
+
+def _fd_cells(r: dict[str, Any]) -> str:
+    kid = f"{1e3 * r['kid']:.2f}"
+    if r.get("kid_subset_size", r["fd_images"]) < r["fd_images"]:
+        kid += f" ({1e3 * r['kid_std']:.2f})"
+    return f" {r['fd']:.2f} | {kid} | {r['fd_images']} |"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -261,6 +274,6 @@ def main(args: argparse.Namespace) -> int:
         out=args.out,
     )
     summary = run(cfg)
-    print(format_table(summary["rows"]))
+    print(format_table(summary["rows"], summary["fd_reference"]))
     print(f"({summary['seconds']:.0f} s; results in {cfg.out}/results.json, samples in {cfg.out}/samples_*.png)")
     return 0
