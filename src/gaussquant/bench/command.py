@@ -24,7 +24,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
                "gaussquant.bench.spread"),
     "search": ("codebook search speed and memory: gq_search vs the plain broadcast and one GEMM + argmax",
                "gaussquant.bench.search"),
-    "generation": ("the same autoregressive prior on each tokenizer's tokens at equal rate: held-out NLL",
+    "generation": ("the same autoregressive prior on each tokenizer's tokens at equal rate: held-out NLL, FD/KID",
                    "gaussquant.bench.generation"),
     "train": ("training throughput and peak memory of tiny presets, one process and under torchrun",
               "gaussquant.bench.train"),

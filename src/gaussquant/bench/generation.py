@@ -10,11 +10,18 @@ as ``gaussquant bench quality`` trains it (same recipe, data and run folders: se
 3. score the held-out tokens (:mod:`gaussquant.prior.evaluate`): NLL in bits per token and as a fraction of
    the rate G * log2 K, next to the held-out tokens' unigram entropy (the bits per token of a prior that
    ignores context, fitted on the training tokens) and the training-token NLL (to see over-fitting);
-4. draw 16 samples at temperature 1 (seed 0) and save them as ``OUT/samples_METHOD.png``.
+4. draw 16 samples at temperature 1 (seed 0) and save them as ``OUT/samples_METHOD.png``;
+5. with ``--fd`` (opt-in: about 1,000 EfficientNet forward passes per method on a CPU, plus the held-out
+   images' once), the Fréchet distance and the unbiased KID of ``n`` generated images against the first ``n``
+   held-out images, ``n = min(--fd-samples, held-out images)`` (:mod:`gaussquant.bench.generation_fd`).
 
-A lower NLL / rate means the tokens are easier to model at that rate. The Fréchet distance of generated
-images is not computed here (a larger run with the ``eval`` extra would add it). Writes
-``OUT/results.json`` and ``OUT/table.md`` and prints the table.
+Data: the bundled photos (seeded crops; held-out crops of the held-out photos), ``--data DIR`` with ``train/``
+and ``val/``, or ``--dataset fashion-mnist`` (tokens of the 60,000-image train split, held-out tokens of the
+10,000-image test split; the loader and recipe of ``bench quality --dataset fashion-mnist``).
+``--train-images`` / ``--test-images`` keep the first N images of each side (a smaller, faster run).
+
+A lower NLL / rate means the tokens are easier to model at that rate. Writes ``OUT/results.json`` and
+``OUT/table.md`` and prints the table.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class GenerationConfig:
     image_size: int = 32
     eval_crops: int = 128
     data: str | None = None
+    dataset: str = "photos"
+    train_images: int | None = None  # None: every training image (crop) is tokenized for the prior
+    test_images: int | None = None  # None: every held-out image
+    fd: bool = False
+    fd_samples: int = 1000
     prior_preset: str = "tiny"
     prior_steps: int = 600
     prior_batch_size: int = 32
@@ -56,7 +68,15 @@ class GenerationConfig:
 
         return QualityConfig(archs=(self.arch,), rates=(self.rate,), seeds=(self.seed,), methods=self.methods,
                              steps=self.steps, image_size=self.image_size, eval_crops=self.eval_crops,
-                             data=self.data, out=self.out, jobs=1)
+                             data=self.data, dataset=self.dataset, out=self.out, jobs=1)
+
+    def __post_init__(self) -> None:
+        for name in ("train_images", "test_images"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 2, got {value}")
+        if self.fd_samples < 2:
+            raise ValueError(f"--fd-samples must be at least 2, got {self.fd_samples}")
 
 
 @torch.no_grad()
@@ -106,11 +126,16 @@ def save_samples(model: Any, indices: torch.Tensor, path: Path) -> Path:
     return path
 
 
+def _first(dataset: Any, num: int | None) -> Any:
+    """The first ``num`` items of ``dataset`` (all of them when ``num`` is None or not smaller)."""
+    from torch.utils.data import Subset
+
+    return dataset if num is None or num >= len(dataset) else Subset(dataset, range(num))
+
+
 def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     """Run the benchmark (the Python API behind ``gaussquant bench generation``)."""
-    from gaussquant.bench.quality import _discrete_model, plan, train_unit
-    from gaussquant.data.config import build_dataset
-    from gaussquant.eval.evaluate import build_eval_dataset
+    from gaussquant.bench.quality import _discrete_model, plan, split_datasets, train_config, train_unit, unit_dir
     from gaussquant.prior.data import TokenLayout
     from gaussquant.prior.evaluate import evaluate_prior
     from gaussquant.prior.generate import sample_tokens
@@ -119,16 +144,29 @@ def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
     from gaussquant.tokens import load_tokens
 
     qcfg = cfg.quality_config()
+    units = plan(qcfg)
+    # the data first (the same for every unit): a missing Fashion-MNIST file stops the run before any training
+    first = units[0]
+    train_all, eval_all, description = split_datasets(qcfg, train_config(qcfg, first, unit_dir(
+        qcfg, first.arch, first.seed, first.name)))
+    train_data, eval_data = _first(train_all, cfg.train_images), _first(eval_all, cfg.test_images)
     out = Path(cfg.out)
     (out / "tokens").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    extractor = real_features = reference = None
+    if cfg.fd:
+        from gaussquant.bench.generation_fd import build_extractor, fd_and_kid, image_features
+
+        extractor = build_extractor()
+        n = min(cfg.fd_samples, len(eval_data))
+        real_features = image_features(extractor, eval_data, n)
+        if len(train_data) >= n:  # the floor at this n: real training images against the held-out ones
+            reference = fd_and_kid(extractor, real_features, image_features(extractor, train_data, n))
     rows = []
-    for unit in plan(qcfg):
+    for unit in units:
         model, tcfg, train_seconds, steps = train_unit(qcfg, unit)
-        train_data, _ = build_dataset(tcfg.data)
-        eval_data, description = build_eval_dataset(cfg.data, cfg.image_size, cfg.eval_crops)
         for method, bits in unit.uses:
-            tokenizer = _discrete_model(model, method, bits, qcfg, train_data)
+            tokenizer = _discrete_model(model, method, bits, qcfg, train_all)
             train_path = write_tokens(tokenizer, train_data, out / "tokens" / f"{method}-train.npz")
             test_path = write_tokens(tokenizer, eval_data, out / "tokens" / f"{method}-test.npz")
             t1 = time.perf_counter()
@@ -142,7 +180,7 @@ def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
             unigram = unigram_bits_per_token(train_tokens.indices, test_tokens.indices, TokenLayout.of(test_tokens))
             samples, _ = sample_tokens(prior, 16, seed=0)
             save_samples(tokenizer, samples, out / f"samples_{method}.png")
-            rows.append({
+            row = {
                 "method": method, "rate": test["rate_bits_per_token"], "codebook_size": prior.layout.codebook_size,
                 "num_groups": prior.layout.num_groups, "test_bits_per_token": test["bits_per_token"],
                 "fraction_of_rate": test["fraction_of_rate"], "test_bpp": test["bits_per_pixel"],
@@ -150,24 +188,51 @@ def run(cfg: GenerationConfig, *, progress: bool = True) -> dict[str, Any]:
                 "train_images": train_tokens.num_images, "test_images": test_tokens.num_images,
                 "tokenizer_steps": steps, "tokenizer_seconds": train_seconds, "prior_seconds": prior_seconds,
                 "eval_data": description,
-            })
+            }
+            if extractor is not None:
+                from gaussquant.bench.generation_fd import fd_and_kid, sample_features
+
+                t2 = time.perf_counter()
+                fake = sample_features(extractor, prior, tokenizer, len(real_features), seed=0)
+                row.update(fd_and_kid(extractor, real_features, fake), fd_seconds=time.perf_counter() - t2)
+            rows.append(row)
             log.info("%s: held-out NLL %.3f bits per token (%.3f of the rate)", method, test["bits_per_token"],
                      test["fraction_of_rate"])
-    summary = {"config": asdict(cfg), "seconds": time.perf_counter() - t0, "rows": rows}
+    summary = {"config": asdict(cfg), "seconds": time.perf_counter() - t0, "rows": rows, "fd_reference": reference}
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (out / "table.md").write_text(format_table(rows) + "\n")
+    (out / "table.md").write_text(format_table(rows, reference) + "\n")
     return summary
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """The markdown table of the rows (one per method)."""
-    lines = ["| method | K x G | rate (bits/token) | held-out NLL (bits/token) | NLL / rate | unigram (bits/token) "
-             "| train NLL (bits/token) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+def format_table(rows: list[dict[str, Any]], reference: dict[str, Any] | None = None) -> str:
+    """The markdown table of the rows (one per method); FD and KID columns when the rows have them, and then
+    a last row ``reference`` (``fd_and_kid`` of training images against the held-out ones) when given. KID's
+    standard deviation over subsets is shown only when the subsets are smaller than the sets."""
+    fd = any(r.get("fd") is not None for r in rows)
+    head = ("| method | K x G | rate (bits/token) | held-out NLL (bits/token) | NLL / rate | unigram (bits/token) "
+            "| train NLL (bits/token) |")
+    rule = "| --- | --- | --- | --- | --- | --- | --- |"
+    if fd:
+        head += " FD effnet-lite0 | KID x 1e3 (std) | images per side |"
+        rule += " --- | --- | --- |"
+    lines = [head, rule]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['codebook_size']} x {r['num_groups']} | {r['rate']:.2f} | "
-                     f"{r['test_bits_per_token']:.3f} | {r['fraction_of_rate']:.3f} | {r['unigram_bits_per_token']:.3f} "
-                     f"| {r['train_bits_per_token']:.3f} |")
+        line = (f"| {r['method']} | {r['codebook_size']} x {r['num_groups']} | {r['rate']:.2f} | "
+                f"{r['test_bits_per_token']:.3f} | {r['fraction_of_rate']:.3f} | {r['unigram_bits_per_token']:.3f} "
+                f"| {r['train_bits_per_token']:.3f} |")
+        if fd:
+            line += _fd_cells(r) if r.get("fd") is not None else " - | - | - |"
+        lines.append(line)
+    if fd and reference is not None:
+        lines.append("| training images (no model) | - | - | - | - | - | - |" + _fd_cells(reference))
     return "\n".join(lines)
+
+
+def _fd_cells(r: dict[str, Any]) -> str:
+    kid = f"{1e3 * r['kid']:.2f}"
+    if r.get("kid_subset_size", r["fd_images"]) < r["fd_images"]:
+        kid += f" ({1e3 * r['kid_std']:.2f})"
+    return f" {r['fd']:.2f} | {kid} | {r['fd_images']} |"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +245,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=d.steps, help="tokenizer training steps (as bench quality)")
     parser.add_argument("--image-size", type=int, default=d.image_size)
     parser.add_argument("--eval-crops", type=int, default=d.eval_crops, help="held-out crops scored by the prior")
-    parser.add_argument("--data", default=None, help="image folder (default: the bundled photos)")
+    parser.add_argument("--data", default=None, help="image folder with train/ and val/, or the Fashion-MNIST IDX "
+                        "folder with --dataset fashion-mnist (default: the bundled photos)")
+    parser.add_argument("--dataset", choices=["photos", "fashion-mnist"], default=d.dataset,
+                        help="photos (bundled or --data) or fashion-mnist (train split / 10,000-image test split)")
+    parser.add_argument("--train-images", type=int, default=None,
+                        help="tokenize only the first N training images (crops) for the prior (default: all)")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="score only the first N held-out images (default: all)")
+    parser.add_argument("--fd", action="store_true", help="also the Frechet distance and KID of generated images "
+                        "against held-out images (EfficientNet-Lite0 features; needs the eval extra; about "
+                        "1,000 extra CPU forward passes per method)")
+    parser.add_argument("--fd-samples", type=int, default=d.fd_samples,
+                        help="images per side for --fd (capped at the held-out images; FD is biased below 1280)")
     parser.add_argument("--prior-preset", choices=["tiny", "small"], default=d.prior_preset)
     parser.add_argument("--prior-steps", type=int, default=d.prior_steps)
     parser.add_argument("--prior-batch-size", type=int, default=d.prior_batch_size)
@@ -191,10 +268,12 @@ def main(args: argparse.Namespace) -> int:
     cfg = GenerationConfig(
         methods=tuple(m for m in args.methods.split(",") if m), rate=args.rate, arch=args.arch, seed=args.seed,
         steps=args.steps, image_size=args.image_size, eval_crops=args.eval_crops, data=args.data,
+        dataset=args.dataset, train_images=args.train_images, test_images=args.test_images, fd=args.fd,
+        fd_samples=args.fd_samples,
         prior_preset=args.prior_preset, prior_steps=args.prior_steps, prior_batch_size=args.prior_batch_size,
         out=args.out,
     )
     summary = run(cfg)
-    print(format_table(summary["rows"]))
+    print(format_table(summary["rows"], summary["fd_reference"]))
     print(f"({summary['seconds']:.0f} s; results in {cfg.out}/results.json, samples in {cfg.out}/samples_*.png)")
     return 0

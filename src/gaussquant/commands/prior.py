@@ -10,12 +10,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="prior_command", metavar="ACTION", required=True)
     train = sub.add_parser("train", help="train an autoregressive prior on a tokens file (resumable)",
                            description="Train a causal transformer prior on the tokens `gaussquant encode` wrote. "
-                           "Rerunning with the same --out resumes from its newest checkpoint.")
+                           "Rerunning with the same --out resumes from its newest checkpoint. Under "
+                           "`torchrun --nproc-per-node N` it trains with DistributedDataParallel (each rank its slice of every global batch; "
+                           "rank 0 writes the checkpoints).")
     train.add_argument("tokens", help="tokens file written by `gaussquant encode` (.npz)")
     train.add_argument("--out", required=True, help="run folder for the prior's checkpoints")
     train.add_argument("--preset", choices=["tiny", "small"], default="tiny", help="model size (default tiny)")
     train.add_argument("--steps", type=int, default=2000, help="total optimiser steps (default 2000)")
-    train.add_argument("--batch-size", type=int, default=64)
+    train.add_argument("--batch-size", type=int, default=64, help="images per step (per rank under torchrun)")
     train.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3 tiny, 6e-4 small)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tokenizer", default=None,
@@ -41,11 +43,18 @@ def main(args: argparse.Namespace) -> int:
     if args.prior_command == "train":
         from gaussquant.prior.train import train_prior
 
-        final = train_prior(args.tokens, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, seed=args.seed, tokenizer=args.tokenizer,
-                            class_from_folders=args.class_from_folders, checkpoint_every=args.checkpoint_every,
-                            device=device, progress=True)
-        print(f"prior checkpoint written to {final}")
+        from gaussquant.distributed import rank_and_world
+        from gaussquant.train.distributed import cleanup
+
+        try:
+            final = train_prior(args.tokens, args.out, preset=args.preset, steps=args.steps,
+                                batch_size=args.batch_size, lr=args.lr, seed=args.seed, tokenizer=args.tokenizer,
+                                class_from_folders=args.class_from_folders, checkpoint_every=args.checkpoint_every,
+                                device=device, progress=True)
+            if rank_and_world()[0] == 0:
+                print(f"prior checkpoint written to {final}")
+        finally:
+            cleanup()  # the torchrun process group, if there is one
         return 0
     import json
 

@@ -238,11 +238,16 @@ class FrechetDistance:
     def update(self, x: Tensor, x_hat: Tensor) -> None:
         """Add a batch of originals and reconstructions ``(B, 3, H, W)`` in [-1, 1]."""
         features = self.extractor(torch.cat([x, x_hat]))  # one pass: half the per-call overhead
-        self.real.update(features[: x.shape[0]])
-        self.fake.update(features[x.shape[0] :])
+        self.update_features(features[: x.shape[0]], features[x.shape[0] :])
+
+    def update_features(self, real: Tensor, fake: Tensor) -> None:
+        """Add already extracted features ``(B, dim)`` of each side (e.g. held-out features computed once and
+        compared with several generators' samples)."""
+        self.real.update(real)
+        self.fake.update(fake)
         if self.keep_features:
-            self.features[0].append(features[: x.shape[0]].detach().float().cpu())
-            self.features[1].append(features[x.shape[0] :].detach().float().cpu())
+            self.features[0].append(real.detach().float().cpu())
+            self.features[1].append(fake.detach().float().cpu())
 
     @property
     def count(self) -> int:

@@ -8,11 +8,19 @@ safetensors, the optimiser state, the batch generator's state and the step; a re
 resumes from the newest checkpoint that loads and reaches the same weights as an uninterrupted run (the
 model has no dropout and draws nothing from the global RNG). The run folder is locked while training.
 
-Single process (the prior is small next to the tokenizer); it runs on CUDA when asked for.
+Under ``torchrun`` (``WORLD_SIZE`` > 1) it trains with DistributedDataParallel, like the tokenizer's trainer
+(gloo on CPU, NCCL on CUDA with one GPU per rank): ``batch_size`` is per rank; every rank draws the same global
+batch of ``world * batch_size`` rows from the shared seeded generator and trains on its own slice of it (rank r:
+rows ``r * batch_size`` to ``(r + 1) * batch_size``), so W ranks of batch B take the steps of one process of batch
+W * B (the same rows, gradients averaged by DDP; equal up to float rounding, tested with 2 gloo ranks). Rank 0
+holds the run lock and writes the checkpoints; every rank resumes from the same checkpoint, so the weights stay
+identical on every rank. A plain ``python`` run has no process group and trains in one process, on CUDA when
+asked for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
 
+from gaussquant.distributed import barrier, distributed_ready, rank_and_world
 from gaussquant.prior.data import TokenLayout, class_labels, class_names_of
 from gaussquant.prior.model import PRESETS, TokenPrior, prior_config
 from gaussquant.prior.store import prior_meta, read_prior_meta
@@ -66,21 +76,19 @@ def train_prior(
             (it must have been trained on tokens of the same tokenizer, with the same preset and seed).
         preset: model size, ``tiny`` or ``small``.
         steps: total optimiser steps (a resumed run trains until it has done this many).
-        batch_size: images per step.
+        batch_size: images per step (per rank under torchrun: the global batch is ``world * batch_size``).
         lr: peak learning rate (default: 1e-3 for tiny, 6e-4 for small).
         seed: seeds the weights and the batch order.
         tokenizer: the model that wrote the tokens; its path is stored for ``generate`` and its fingerprint
             must be the token file's.
         class_from_folders: condition on the first folder of each image's file name as its class.
         checkpoint_every: steps between checkpoints (one is always written at the end).
-        device: where to train.
+        device: where to train (under torchrun with CUDA: this rank's GPU, ``cuda:LOCAL_RANK``).
         progress: show a tqdm progress bar.
         on_step: called as ``on_step(step, loss_bits_per_token)`` after each step (for monitoring).
         max_seconds: also stop at the first step that ends this many wall-clock seconds after training
             started (the final checkpoint is written then; the schedule still runs towards ``steps``).
     """
-    from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint
-
     if steps < 1 or batch_size < 1 or checkpoint_every < 1:
         raise ValueError(f"steps, batch size and checkpoint interval must be >= 1; got {steps}, {batch_size}, "
                          f"{checkpoint_every}")
@@ -99,10 +107,47 @@ def train_prior(
     peak_lr = DEFAULT_LR[preset] if lr is None else float(lr)
     settings = {"preset": preset, "steps": steps, "batch_size": batch_size, "lr": peak_lr, "seed": seed,
                 "tokens_file": str(Path(tokens_path).resolve()), "num_images": tokens.num_images}
-    device = torch.device(device)
     out = check_output_path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunLock(out):
+    return _train(out, tokens, layout, sequences, labels, names, config, settings, tokenizer_path, peak_lr,
+                  steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
+                  device=_setup_distributed(torch.device(device)), progress=progress, on_step=on_step)
+
+
+def _setup_distributed(device: torch.device) -> torch.device:
+    """Join torchrun's process group when launched by it (gloo on CPU, NCCL on CUDA) and return this rank's
+    device. The group is kept for later calls (as the tokenizer's Trainer keeps it; re-creating a group in one
+    process can hang): the caller destroys it (``gaussquant.train.distributed.cleanup``) when done. A plain
+    run (no ``WORLD_SIZE`` > 1) changes nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not distributed_ready():
+        return device
+    from gaussquant.train import distributed as tdist
+
+    return tdist.setup("cuda" if device.type == "cuda" else "cpu").device
+
+
+class _NLL(nn.Module):
+    """The training loss as a module's forward, so that DistributedDataParallel sees (and syncs) the call."""
+
+    def __init__(self, prior: TokenPrior) -> None:
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, batch: Tensor, labels: Tensor | None) -> Tensor:
+        return self.prior.nll_bits(batch, labels)  # (B,) bits per image
+
+
+def _train(out: Path, tokens, layout: TokenLayout, sequences: Tensor, labels: Tensor | None, names: list[str],
+           config, settings: dict, tokenizer_path: str | None, peak_lr: float, *, steps: int, batch_size: int,
+           seed: int, checkpoint_every: int, device: torch.device, progress: bool,
+           on_step: Callable[[int, float], None] | None) -> Path:
+    """The loop of :func:`train_prior` (one process, or this rank of a torchrun group)."""
+    from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint, step_dir_name
+
+    rank, world = rank_and_world()
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier()
+    with RunLock(out) if rank == 0 else contextlib.nullcontext():
         model = TokenPrior(config).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=peak_lr, betas=(0.9, 0.95), weight_decay=0.01)
         batch_gen = torch.Generator().manual_seed(seed)
@@ -115,35 +160,50 @@ def train_prior(
             optimizer.load_state_dict(state["optimizer"])
             batch_gen.set_state(state["batch_generator"])
             step = int(state["step"])
-            log.info("resuming the prior from %s (step %d of %d)", step_dir, step, steps)
-        log.info("prior: %s preset, %d parameters, %d images of %d positions x %d groups (K=%d)", preset,
-                 model.num_parameters(), tokens.num_images, layout.seq_len, layout.num_groups,
-                 layout.codebook_size)
+            if rank == 0:
+                log.info("resuming the prior from %s (step %d of %d)", step_dir, step, steps)
+        barrier()  # every rank has read the checkpoint before rank 0 may write (and prune) the next one
+        loss_fn: nn.Module = _NLL(model)
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            loss_fn = nn.parallel.DistributedDataParallel(loss_fn, device_ids=ids)
+        if rank == 0:
+            log.info("prior: %s preset, %d parameters, %d images of %d positions x %d groups (K=%d)%s",
+                     settings["preset"], model.num_parameters(), tokens.num_images, layout.seq_len,
+                     layout.num_groups, layout.codebook_size,
+                     f"; {world} ranks x batch {batch_size}" if world > 1 else "")
 
         def checkpoint(at: int) -> Path:
-            meta = prior_meta(config, layout, class_names=names, tokenizer=tokenizer_path, step=at, train=settings)
-            state = {"optimizer": optimizer.state_dict(), "batch_generator": batch_gen.get_state(), "step": at}
-            return save_checkpoint(out / "checkpoints", at, meta=meta, weights={"model": model.state_dict()},
-                                   training_state=state, keep_last=2)
+            step_dir = out / "checkpoints" / step_dir_name(at)
+            if rank == 0:
+                meta = prior_meta(config, layout, class_names=names, tokenizer=tokenizer_path, step=at,
+                                  train={**settings, "world_size": world})
+                state = {"optimizer": optimizer.state_dict(), "batch_generator": batch_gen.get_state(), "step": at}
+                step_dir = save_checkpoint(out / "checkpoints", at, meta=meta, weights={"model": model.state_dict()},
+                                           training_state=state, keep_last=2)
+            barrier()
+            return step_dir
 
-        bar = _bar(progress, steps, step)
+        bar = _bar(progress and rank == 0, steps, step)
         last = None
         model.train()
         t0 = time.perf_counter()
         while step < steps:
-            rows = torch.randint(tokens.num_images, (batch_size,), generator=batch_gen)  # (B,)
+            # the global batch (the same draw on every rank); this rank trains on its slice
+            rows = torch.randint(tokens.num_images, (world * batch_size,), generator=batch_gen)  # (W*B,)
+            rows = rows[rank * batch_size:(rank + 1) * batch_size]  # (B,)
             batch = sequences[rows].to(device)  # (B, L, G)
             batch_labels = labels[rows].to(device) if labels is not None else None
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, steps, peak_lr)
-            bits = model.nll_bits(batch, batch_labels).mean() / layout.seq_len  # bits per token position
+            bits = loss_fn(batch, batch_labels).mean() / layout.seq_len  # bits per token position
             optimizer.zero_grad(set_to_none=True)
-            (bits * math.log(2)).backward()
+            (bits * math.log(2)).backward()  # DDP averages the ranks' gradients: the global batch's mean
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            loss = float(bits.detach())
-            if not math.isfinite(loss):
+            loss = _global_mean(bits.detach())
+            if not math.isfinite(loss):  # the same value on every rank: all stop together
                 raise RuntimeError(f"the prior's loss became {loss} at step {step}; lower --lr and rerun")
             if bar is not None:
                 bar.update(1)
@@ -160,8 +220,18 @@ def train_prior(
             bar.close()
         if last is None:  # resumed a run that had already finished
             last = checkpoint(step)
-    log.info("prior trained for %d steps; checkpoint %s", step, last)
+    if rank == 0:
+        log.info("prior trained for %d steps; checkpoint %s", step, last)
     return last
+
+
+def _global_mean(value: Tensor) -> float:
+    """The mean of a scalar over the ranks (the value itself without a process group)."""
+    if not distributed_ready():
+        return float(value)
+    total = value.detach().float().clone()  # on this rank's device (NCCL needs CUDA tensors, gloo CPU ones)
+    torch.distributed.all_reduce(total)
+    return float(total) / torch.distributed.get_world_size()
 
 
 def _bar(enabled: bool, total: int, initial: int):

@@ -1,0 +1,59 @@
+"""Launched by test_prior_ddp.py (under torch.distributed.run, or plain): train priors, save every rank's weights.
+
+argv: OUT TOKENS BATCH MODE, MODE one of ``straight`` (train 6 steps; then an interrupted run stopped after
+step 5, whose last checkpoint, step 4, is rank 0's) or ``resume`` (rerun the interrupted run to 6 steps).
+Each rank saves the weights it holds in memory (``NAME-rankR``) and those of the final checkpoint as it reads
+it (``NAME-ckpt-rankR``).
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+import gaussquant.prior.train as prior_train
+from gaussquant.pretrained import save_state_safetensors
+from gaussquant.prior.store import load_prior
+
+out, tokens, batch, mode = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+KW = dict(steps=6, batch_size=batch, checkpoint_every=2, lr=3e-3)
+RANK = int(os.environ.get("RANK", "0"))
+TRAINED = []
+
+
+class Recorded(prior_train.TokenPrior):
+    """The prior train_prior builds, remembered so that this rank's in-memory weights can be saved."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        TRAINED.append(self)
+
+
+prior_train.TokenPrior = Recorded
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after_5(step, loss):
+    if step == 5:
+        raise Interrupt  # on every rank, after step 5: step 4's checkpoint is the last on disk
+
+
+def save(name: str, final: Path) -> None:
+    save_state_safetensors(TRAINED[-1].state_dict(), out / f"{name}-rank{RANK}.safetensors")
+    save_state_safetensors(load_prior(final).model.state_dict(), out / f"{name}-ckpt-rank{RANK}.safetensors")
+
+
+if mode == "straight":
+    save("straight", prior_train.train_prior(tokens, out / "straight", **KW))
+    try:
+        prior_train.train_prior(tokens, out / "interrupted", on_step=stop_after_5, **KW)
+    except Interrupt:
+        pass
+else:
+    save("resumed", prior_train.train_prior(tokens, out / "interrupted", **KW))
+if dist.is_initialized():
+    dist.destroy_process_group()
