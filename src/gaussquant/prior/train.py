@@ -110,7 +110,8 @@ def train_prior(
     out = check_output_path(out_dir)
     return _train(out, tokens, layout, sequences, labels, names, config, settings, tokenizer_path, peak_lr,
                   steps=steps, batch_size=batch_size, seed=seed, checkpoint_every=checkpoint_every,
-                  device=_setup_distributed(torch.device(device)), progress=progress, on_step=on_step)
+                  device=_setup_distributed(torch.device(device)), progress=progress, on_step=on_step,
+                  max_seconds=max_seconds)
 
 
 def _setup_distributed(device: torch.device) -> torch.device:
@@ -139,7 +140,7 @@ class _NLL(nn.Module):
 def _train(out: Path, tokens, layout: TokenLayout, sequences: Tensor, labels: Tensor | None, names: list[str],
            config, settings: dict, tokenizer_path: str | None, peak_lr: float, *, steps: int, batch_size: int,
            seed: int, checkpoint_every: int, device: torch.device, progress: bool,
-           on_step: Callable[[int, float], None] | None) -> Path:
+           on_step: Callable[[int, float], None] | None, max_seconds: float | None = None) -> Path:
     """The loop of :func:`train_prior` (one process, or this rank of a torchrun group)."""
     from gaussquant.train.checkpoint import RunLock, find_resume_checkpoint, save_checkpoint, step_dir_name
 
@@ -211,6 +212,8 @@ def _train(out: Path, tokens, layout: TokenLayout, sequences: Tensor, labels: Te
             if on_step is not None:
                 on_step(step, loss)
             out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+            if max_seconds is not None and world > 1:  # any rank out of time stops them all at this step
+                out_of_time = _global_mean(torch.tensor(float(out_of_time), device=device)) > 0
             if step % checkpoint_every == 0 or step == steps or out_of_time:
                 last = checkpoint(step)
             if out_of_time:
