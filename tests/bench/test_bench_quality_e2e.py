@@ -67,6 +67,9 @@ def test_bench_quality_reduced(tmp_path, monkeypatch):
     # mean +- std over seeds: one seed -> std 0
     assert all(e["psnr_std"] == 0.0 for e in aggregate(rows))
     assert format_table(rows).count("\n") == 3
+    head, _, gq_line, fsq_line = format_table(rows).split("\n")
+    assert "| settings |" in head and "Sobol codebook seed 42" in gq_line and "levels [" in fsq_line  # each row's settings
+    assert "FD EffNet" in head and "FD EffNet" not in format_table([{**r, "fd": None} for r in rows])
 
     # A second run reuses every finished unit's rows without training or evaluating again ...
     import gaussquant.bench.quality as quality

@@ -39,7 +39,8 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for (arch, rate, method), items in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1], _order(kv[0][2]))):
         entry = {"arch": arch, "rate": rate, "method": method, "seeds": len(items),
-                 "bits_per_token": items[0]["bits_per_token"], "bpp": items[0]["bpp"]}
+                 "bits_per_token": items[0]["bits_per_token"], "bpp": items[0]["bpp"],
+                 "settings": "; ".join(sorted({str(it["settings"]) for it in items if it.get("settings")}))}
         for key, _, _ in METRICS:
             values = [it[key] for it in items if it.get(key) is not None]
             entry[key] = statistics.fmean(values) if values else None
@@ -59,9 +60,11 @@ def _cell(entry: dict[str, Any], key: str, spec: str) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A markdown table: arch, bits/token, bpp, method, metrics as mean ± std; best per (arch, rate) in bold."""
+    """A markdown table: arch, bits/token, bpp, method, its settings, metrics as mean ± std; best per (arch,
+    rate) in bold. A metric no row has (FD without ``--fd``) gets no column."""
     agg = aggregate(rows)
-    head = ["arch", "bits/token", "bpp", "method", "seeds"] + [label for _, label, _ in METRICS]
+    metrics = [m for m in METRICS if any(e.get(m[0]) is not None for e in agg)]
+    head = ["arch", "bits/token", "bpp", "method", "settings", "seeds"] + [label for _, label, _ in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     best: dict[tuple, dict[str, float]] = {}
     for e in agg:
@@ -71,8 +74,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 b[key] = better(b.get(key, e[key]), e[key])
     for e in agg:
         cells = [e["arch"], f"{e['bits_per_token']:.3f}", f"{e['bpp']:.4f}", LABELS.get(e["method"], e["method"]),
-                 str(e["seeds"])]
-        for key, _, spec in METRICS:
+                 e["settings"] or "-", str(e["seeds"])]
+        for key, _, spec in metrics:
             text = _cell(e, key, spec)
             if e.get(key) is not None and best[(e["arch"], e["rate"])].get(key) == e.get(key):
                 text = f"**{text}**"
