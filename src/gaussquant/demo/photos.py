@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ def score(x: Tensor, x_hat: Tensor) -> Reconstruction:
 def evaluate_photos(
     model: nn.Module,
     photos: list[tuple[str, Tensor]],
-    converted: dict[int, nn.Module],
+    converted: dict[Any, nn.Module],
     *,
     main_k: int | None = None,
     token_dir: Path | None = None,
@@ -72,7 +73,7 @@ def evaluate_photos(
     Args:
         model: the Gaussian VAE (eval mode).
         photos: ``[(name, (3, H, W) in [-1, 1])]``, H and W multiples of the model's f.
-        converted: K -> the model converted with ``to_gaussian_quant(model, K)``.
+        converted: key (K, or any label) -> the model converted with ``to_gaussian_quant(model, K)``.
         main_k: the K whose tokens go to ``token_dir/NAME.npz`` and are decoded back from there.
         token_dir: where the token files are written (required with ``main_k``).
         tiling: the encoder and decoder windows (gaussquant/tiling.py); None = one pass.
@@ -115,7 +116,7 @@ def evaluate_photos(
     return results
 
 
-def mean_psnr(results: list[PhotoResult], k: int | None = None) -> float:
+def mean_psnr(results: list[PhotoResult], k: Any = None) -> float:
     """Mean over photos of the per-photo PSNR: continuous (``k`` None) or GQ at ``k``."""
     values = [r.continuous.psnr if k is None else r.gq[k].psnr for r in results]
     return sum(values) / len(values)
