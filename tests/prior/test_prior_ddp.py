@@ -26,13 +26,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out: Path, tokens: Path, batch: int, mode: str, nproc: int) -> None:
+def _launch(out: Path, tokens: Path, batch: int, mode: str, nproc: int, timeout: float = 300) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
     launcher = (["-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--master-addr=127.0.0.1",
                  f"--master-port={_free_port()}"] if nproc > 1 else [])
     cmd = [sys.executable, *launcher, str(HERE / "prior_ddp_worker.py"), str(out), str(tokens), str(batch), mode]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr[-3000:]
 
 
@@ -68,3 +68,17 @@ def test_two_gloo_ranks_match_one_process_and_resume(tmp_path):
         resumed = _load(ddp / f"resumed-rank{r}.safetensors")
         for name in r0:
             assert torch.equal(resumed[name], r0[name]), f"rank {r}: {name} differs after resuming"
+
+
+def test_a_rank_out_of_time_stops_every_rank_at_the_same_step(tmp_path):
+    """``max_seconds`` under torchrun: rank 1 alone runs out of time after step 3 (its clock jumps); the
+    all-reduced stop makes rank 0 stop there too, rank 0 checkpoints step 3, and both hold the same weights.
+    Without it rank 0 would go on to step 4 and block in its all-reduce until the launch times out."""
+    tokens = write_tokens(tmp_path / "train.npz", random_grids(32, groups=2, grid=(2, 3), codebook_size=16, seed=0),
+                          codebook_size=16)
+    _launch(tmp_path, tokens, 2, "timed", nproc=2, timeout=180)
+    r0, r1 = _load(tmp_path / "timed-rank0.safetensors"), _load(tmp_path / "timed-rank1.safetensors")
+    for name in r0:
+        assert torch.equal(r0[name], r1[name]), f"{name} differs between the ranks"
+    steps = sorted(p.name for p in (tmp_path / "timed" / "checkpoints").glob("step_*"))
+    assert steps[-1] == "step_00000003", steps  # stopped (and checkpointed) at step 3 of 6, on every rank
