@@ -125,3 +125,18 @@ def test_cli_encode_decode_and_error_message(image_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(["decode", str(tmp_path / "m1"), str(tokens), "--out", str(tmp_path / "x"), "--device", "cpu"]) == 1
     assert "different model" in capsys.readouterr().err
+
+
+def test_fsq_fingerprint_covers_levels_order_and_index_order():
+    """Token indices of FSQ depend on the order of the levels and on index_order, which no weight records:
+    a token file written by one must not decode with the other."""
+    from gaussquant.quantizers.fsq import FiniteScalarQuantizer
+
+    base = FiniteScalarQuantizer([8, 6, 5], num_groups=2)
+    same = FiniteScalarQuantizer([8, 6, 5], num_groups=2)
+    others = [FiniteScalarQuantizer([5, 6, 8], num_groups=2),
+              FiniteScalarQuantizer([8, 6, 5], num_groups=2, index_order="first_most_significant")]
+    assert model_fingerprint(base) == model_fingerprint(same)
+    for other in others:
+        assert other.codebook_size == base.codebook_size
+        assert model_fingerprint(other) != model_fingerprint(base)

@@ -92,6 +92,12 @@ def model_fingerprint(model: nn.Module) -> str:
     digest = hashlib.sha256()
     bottleneck = getattr(model, "bottleneck", model)
     description = {name: getattr(bottleneck, name) for name in _FINGERPRINT_ATTRS if hasattr(bottleneck, name)}
+    # FSQ: which digit of an index is which channel depends on the levels' order and on index_order, and neither
+    # is in the state dict ([8, 6, 5] and [5, 6, 8] have the same K and the same weights)
+    if isinstance(getattr(bottleneck, "levels", None), (list, tuple)):
+        description["levels"] = [int(v) for v in bottleneck.levels]
+    if isinstance(getattr(bottleneck, "index_order", None), str):
+        description["index_order"] = bottleneck.index_order
     description["class"] = type(bottleneck).__name__
     digest.update(json.dumps(description, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):
