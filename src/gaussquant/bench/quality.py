@@ -52,7 +52,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +183,8 @@ def plan(cfg: QualityConfig) -> list[Unit]:
 
 def train_config(cfg: QualityConfig, unit: Unit, out: Path) -> Any:
     """The TrainConfig of one unit: the shared recipe, only the bottleneck differs."""
+    import torch
+
     from gaussquant.data.config import DataConfig
     from gaussquant.models.presets import ModelConfig
     from gaussquant.train.config import LossConfig, OptimConfig, TrainConfig
@@ -205,6 +206,8 @@ def train_config(cfg: QualityConfig, unit: Unit, out: Path) -> Any:
 
 def _discrete_model(model: Any, method: str, bits: int, cfg: QualityConfig, train_data: Any) -> Any:
     """The evaluated model: the trained one, its GQ conversion, or TokenBridge on its latent."""
+    import torch
+
     from gaussquant.convert import to_gaussian_quant
     from gaussquant.models.autoencoder import Autoencoder
     from gaussquant.quantizers.tokenbridge import TokenBridgeQuantizer
@@ -243,6 +246,8 @@ def train_unit(cfg: QualityConfig, unit: Unit) -> tuple[Any, Any, float, int]:
 
 def run_unit(cfg: QualityConfig, unit: Unit, threads: int | None = None) -> list[dict[str, Any]]:
     """Train (or reuse) one unit, then evaluate every method that uses it; returns result rows."""
+    import torch
+
     from gaussquant.eval.evaluate import evaluate
 
     if threads:
