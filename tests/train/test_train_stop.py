@@ -18,8 +18,16 @@ from gaussquant.train.interrupt import TrainingInterrupted
 from gaussquant.train.trainer import Trainer
 
 
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler for the test, whatever the shell left (a background job inherits SIG_IGN)."""
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, found)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_the_unsaved_steps_and_resumes(tiny_config, tmp_path, signum):
+def test_signal_saves_the_unsaved_steps_and_resumes(tiny_config, tmp_path, signum, default_sigint):
     cfg = tiny_config(steps=50, ckpt_every=100)
 
     def interrupt(trainer, logs):
