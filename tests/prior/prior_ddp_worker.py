@@ -9,6 +9,7 @@ Each rank saves the weights it holds in memory (``NAME-rankR``) and those of the
 it (``NAME-ckpt-rankR``).
 """
 
+import gc
 import os
 import sys
 import time
@@ -70,4 +71,7 @@ elif mode == "straight":
 else:
     save("resumed", prior_train.train_prior(tokens, out / "interrupted", **KW))
 if dist.is_initialized():
+    TRAINED.clear()  # as in ddp_worker.py: nothing that held the group survives to interpreter shutdown
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()

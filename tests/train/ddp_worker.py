@@ -1,5 +1,6 @@
 """Launched by test_train_ddp.py under torch.distributed.run: train tiny configs, save every rank's state."""
 
+import gc
 import json
 import sys
 from pathlib import Path
@@ -38,4 +39,9 @@ for part0, part1 in band_steps():
     history.append({k: v.item() for k, v in band.rate_controller.stats().items()})
 (out / f"band-rank{rank}.json").write_text(json.dumps(history))
 if dist.is_initialized():
+    # drop the last DDP wrapper (it holds the process group) before destroying the group: a gloo group that
+    # outlives destroy_process_group() until interpreter shutdown can abort the rank ("terminate called ...")
+    del trainer
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()

@@ -392,4 +392,5 @@ def run(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     try:
         return trainer.fit()
     finally:
+        del trainer  # its DDP wrapper holds the process group; let it go before the group is destroyed
         tdist.cleanup()
