@@ -84,20 +84,20 @@ def index_dtype(codebook_size: int) -> np.dtype:
 
 
 # Bottleneck attributes that change what indices mean (grouping, search rule) without changing any weight.
-_FINGERPRINT_ATTRS = ("codebook_size", "num_groups", "codebook_dim", "grouping", "rule", "beta", "latent_channels")
+# the bottleneck's settings that change what an index means; FSQ's levels order and index_order are in no weight
+# ([8, 6, 5] and [5, 6, 8] have the same K and the same weights). Only plain values count (TokenBridge's
+# ``levels`` is a tensor derived from codebook_size).
+_FINGERPRINT_ATTRS = ("codebook_size", "num_groups", "codebook_dim", "grouping", "rule", "beta", "latent_channels",
+                      "levels", "index_order")
+_PLAIN = (type(None), bool, int, float, str, list, tuple)
 
 
 def model_fingerprint(model: nn.Module) -> str:
     """SHA-256 (hex) of the bottleneck's description and every state-dict entry (name, dtype, shape, bytes)."""
     digest = hashlib.sha256()
     bottleneck = getattr(model, "bottleneck", model)
-    description = {name: getattr(bottleneck, name) for name in _FINGERPRINT_ATTRS if hasattr(bottleneck, name)}
-    # FSQ: which digit of an index is which channel depends on the levels' order and on index_order, and neither
-    # is in the state dict ([8, 6, 5] and [5, 6, 8] have the same K and the same weights)
-    if isinstance(getattr(bottleneck, "levels", None), (list, tuple)):
-        description["levels"] = [int(v) for v in bottleneck.levels]
-    if isinstance(getattr(bottleneck, "index_order", None), str):
-        description["index_order"] = bottleneck.index_order
+    description = {name: getattr(bottleneck, name) for name in _FINGERPRINT_ATTRS
+                   if hasattr(bottleneck, name) and isinstance(getattr(bottleneck, name), _PLAIN)}
     description["class"] = type(bottleneck).__name__
     digest.update(json.dumps(description, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):

@@ -230,11 +230,11 @@ def _train(out: Path, tokens, layout: TokenLayout, sequences: Tensor, labels: Te
 
 def _global_mean(value: Tensor) -> float:
     """The mean of a scalar over the ranks (the value itself without a process group)."""
-    if not distributed_ready():
-        return float(value)
+    from gaussquant.train.distributed import all_reduce_mean_
+
     total = value.detach().float().clone()  # on this rank's device (NCCL needs CUDA tensors, gloo CPU ones)
-    torch.distributed.all_reduce(total)
-    return float(total) / torch.distributed.get_world_size()
+    all_reduce_mean_([total])
+    return float(total)
 
 
 def _bar(enabled: bool, total: int, initial: int):
